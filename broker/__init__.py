@@ -1,0 +1,60 @@
+"""plumio's messaging layer: kiwipy's RPC, broadcast and task-queue semantics on anyio.
+
+The in-process :class:`MemoryBroker` carries messages between threads; each
+:class:`LoopCommunicator` is bound to the event loop (asyncio or trio) of the thread that opened
+it and runs its subscribers there. :class:`BlockingCommunicator` serves threads with no loop.
+"""
+
+from ._blocking import BlockingCommunicator as BlockingCommunicator
+from ._codec import Codec as Codec
+from ._codec import JsonCodec as JsonCodec
+from ._errors import BrokerError as BrokerError
+from ._errors import CodecError as CodecError
+from ._errors import CommunicatorClosedError as CommunicatorClosedError
+from ._errors import DeadLetteredError as DeadLetteredError
+from ._errors import DeliveryFailed as DeliveryFailed
+from ._errors import DuplicateSubscriberError as DuplicateSubscriberError
+from ._errors import ErrorInfo as ErrorInfo
+from ._errors import LoopThreadError as LoopThreadError
+from ._errors import RemoteError as RemoteError
+from ._errors import TaskRejected as TaskRejected
+from ._errors import UnknownSubscriberError as UnknownSubscriberError
+from ._errors import UnroutableError as UnroutableError
+from ._filters import BroadcastFilter as BroadcastFilter
+from ._loopcomm import LoopCommunicator as LoopCommunicator
+from ._memory import DEFAULT_QUEUE as DEFAULT_QUEUE
+from ._memory import BrokerStatistics as BrokerStatistics
+from ._memory import ConsumerStatistics as ConsumerStatistics
+from ._memory import DeadLetter as DeadLetter
+from ._memory import MemoryBroker as MemoryBroker
+from ._memory import QueueStatistics as QueueStatistics
+from ._wakeup import wait_future as wait_future
+from .abc import Communicator as Communicator
+
+__all__ = [
+    "BlockingCommunicator",
+    "BroadcastFilter",
+    "BrokerError",
+    "BrokerStatistics",
+    "Codec",
+    "CodecError",
+    "Communicator",
+    "CommunicatorClosedError",
+    "ConsumerStatistics",
+    "DEFAULT_QUEUE",
+    "DeadLetter",
+    "DeadLetteredError",
+    "DeliveryFailed",
+    "DuplicateSubscriberError",
+    "ErrorInfo",
+    "JsonCodec",
+    "LoopCommunicator",
+    "LoopThreadError",
+    "MemoryBroker",
+    "QueueStatistics",
+    "RemoteError",
+    "TaskRejected",
+    "UnknownSubscriberError",
+    "UnroutableError",
+    "wait_future",
+]

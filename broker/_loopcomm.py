@@ -1,0 +1,481 @@
+"""``LoopCommunicator``: a :class:`~broker.Communicator` endpoint bound to one event loop.
+
+Theory of operation
+-------------------
+Opening the communicator (``async with``) binds it to the running loop (asyncio or trio) and
+starts one *dispatcher* task. Everything addressed to it (RPCs, task deliveries, broadcasts),
+from whatever thread, reaches the dispatcher through an :class:`~broker._wakeup.Inbox`: one
+call-soon per burst, never a blocking call. A sender on the same thread skips the inbox and
+appends to the dispatcher's local deque directly.
+
+The dispatcher calls each subscriber inline. A plain function's result is the reply at once;
+an awaitable result (an ``async def`` subscriber, or a function that returns a coroutine or
+future) is awaited in its own task of the communicator's handler task group, so a subscriber
+that sends and awaits a reply, even to itself, never blocks the dispatcher and cannot deadlock.
+Subscriber exceptions become replies (``RemoteError``) or log lines; they never reach the
+dispatcher or the task group.
+
+Closing unsubscribes everything from the broker first (so routing stops and held tasks are
+requeued for other consumers), then fails the RPCs that were delivered but not yet run, then
+cancels the dispatcher and handler tasks.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskGroup, TaskStatus
+
+from ._errors import (
+    CodecError,
+    CommunicatorClosedError,
+    ErrorInfo,
+    LoopThreadError,
+    RemoteError,
+    TaskRejected,
+    UnroutableError,
+)
+from ._memory import (
+    Attempt,
+    BroadcastDelivery,
+    EndpointGone,
+    MemoryBroker,
+    ReplySink,
+    RpcCall,
+    resolve,
+)
+from ._wakeup import Inbox, LoopGone, LoopHandle, ReplySlot, current_handle
+from .abc import BroadcastSubscriber, Communicator, RpcSubscriber, TaskSubscriber
+
+__all__ = ["LoopCommunicator"]
+
+logger = logging.getLogger("broker")
+
+_get_ident = threading.get_ident
+_isawaitable = inspect.isawaitable
+
+_NEW, _OPEN, _CLOSED = "new", "open", "closed"
+#: items run between two checkpoints, so a flood of sync handlers can't starve the loop
+_BATCH = 128
+
+
+def _check_subscriber(subscriber: object) -> None:
+    if not callable(subscriber):
+        raise TypeError(f"subscriber must be callable, got {subscriber!r}")
+
+
+@final
+class LoopCommunicator(anyio.AsyncContextManagerMixin, Communicator):
+    """An endpoint on a :class:`~broker.MemoryBroker`, bound to the loop that opens it.
+
+    Its subscribers always run on that loop, whichever thread or loop sent the message;
+    sends may come from any loop or thread. Use it as
+    ``async with LoopCommunicator(broker) as comm:``; it can't be reopened after closing.
+
+    Args:
+        broker: the broker to attach to.
+        name: a label for reprs and logs.
+    """
+
+    def __init__(self, broker: MemoryBroker, *, name: str | None = None) -> None:
+        self._broker = broker
+        self._name = name or f"comm-{id(self):x}"
+        self._state = _NEW
+        self._thread_id = -1
+        self._local: deque[Any] = deque()
+        self._handle: LoopHandle | None = None
+        self._inbox: Inbox[Any] | None = None
+        self._wake: anyio.Event | None = None
+        self._handlers: TaskGroup | None = None
+        self._serve_scope: anyio.CancelScope | None = None
+        self._stopped: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<LoopCommunicator {self._name!r} {self._state}>"
+
+    @property
+    def broker(self) -> MemoryBroker:
+        """The broker this communicator is attached to."""
+        return self._broker
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def is_closed(self) -> bool:
+        return self._state != _OPEN
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[LoopCommunicator]:
+        if self._state != _NEW:
+            raise CommunicatorClosedError(f"communicator {self._name!r} can't be reopened")
+        self._handle = handle = current_handle()
+        self._thread_id = handle.thread_id
+        self._inbox = Inbox(handle, self._on_batch)
+        self._wake = anyio.Event()
+        self._stopped = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._serve)
+            self._broker.attach(self)
+            self._state = _OPEN
+            try:
+                yield self
+            finally:
+                self._close()
+
+    async def _serve(self, *, task_status: TaskStatus[None]) -> None:
+        assert self._stopped is not None
+        try:
+            with anyio.CancelScope() as self._serve_scope:
+                async with anyio.create_task_group() as self._handlers:
+                    task_status.started()
+                    await self._dispatch_forever()
+        finally:
+            self._stopped.set()
+
+    async def aclose(self) -> None:
+        """Unsubscribe everything, requeue held tasks, stop the handlers. Idempotent.
+
+        Must be called on the communicator's own loop.
+        """
+        if self._state == _OPEN and not self._on_own_thread():
+            raise LoopThreadError(f"close communicator {self._name!r} from its own loop")
+        self._close()
+        if self._stopped is not None:
+            await self._stopped.wait()
+        else:
+            await anyio.lowlevel.checkpoint()
+
+    def _close(self) -> None:
+        if self._state == _CLOSED:
+            return
+        was_open = self._state == _OPEN
+        self._state = _CLOSED
+        if not was_open:
+            return
+        self._broker.detach(self)
+        assert self._inbox is not None
+        leftovers = self._inbox.close()
+        leftovers.extend(self._local)
+        self._local.clear()
+        for item in leftovers:
+            if type(item) is RpcCall:
+                resolve(item.sink, False, self._closed_while_handling())
+            # task attempts were requeued by detach(); broadcasts are fire-and-forget
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+
+    def _closed_while_handling(self) -> UnroutableError:
+        return UnroutableError(f"rpc recipient on {self._name!r} closed before replying")
+
+    def _on_own_thread(self) -> bool:
+        return _get_ident() == self._thread_id
+
+    def _check_open(self) -> None:
+        if self._state != _OPEN:
+            if self._state == _NEW:
+                raise CommunicatorClosedError(
+                    f"communicator {self._name!r} is not open; use 'async with'"
+                )
+            raise CommunicatorClosedError(f"communicator {self._name!r} is closed")
+
+    # -- delivery (called by the broker, any thread) --------------------------------------
+
+    def _deliver(self, item: Any) -> None:
+        if self._state != _OPEN:
+            raise EndpointGone
+        if _get_ident() == self._thread_id:
+            self._local.append(item)
+            self._wake.set()  # type: ignore[union-attr]
+            return
+        try:
+            self._inbox.post(item)  # type: ignore[union-attr]
+        except LoopGone:
+            raise EndpointGone from None
+
+    def _on_batch(self, items: deque[Any]) -> None:
+        # in our loop, inside a call-soon callback: only move items and wake the dispatcher
+        if self._state == _OPEN:
+            self._local.extend(items)
+            self._wake.set()  # type: ignore[union-attr]
+        else:
+            for item in items:
+                if type(item) is RpcCall:
+                    resolve(item.sink, False, self._closed_while_handling())
+
+    async def _dispatch_forever(self) -> None:
+        local = self._local
+        run = self._run_item
+        while True:
+            await self._wake.wait()  # type: ignore[union-attr]
+            # replace the event before draining: a post during the drain sets the new one
+            self._wake = anyio.Event()
+            n = 0
+            while local:
+                run(local.popleft())
+                n += 1
+                if n == _BATCH:
+                    n = 0
+                    await anyio.lowlevel.checkpoint()  # fairness: let other tasks run
+
+    def _run_item(self, item: Any) -> None:
+        kind = type(item)
+        if kind is RpcCall:
+            self._run_rpc(item)
+        elif kind is Attempt:
+            self._run_task(item)
+        elif kind is BroadcastDelivery:
+            self._run_broadcast(item)
+        else:  # pragma: no cover - the broker only sends these three
+            logger.error("communicator %r got an unknown item %r", self._name, item)
+
+    def _start(self, fn: Any, *args: Any) -> None:
+        assert self._handlers is not None
+        self._handlers.start_soon(fn, *args)
+
+    # -- RPC handling ---------------------------------------------------------------------
+
+    def _run_rpc(self, call: RpcCall) -> None:
+        try:
+            msg = self._broker._decode(call.payload)
+            result = call.subscriber(self, msg)
+        except Exception as exc:
+            resolve(call.sink, False, RemoteError(ErrorInfo.from_exception(exc)))
+            return
+        if _isawaitable(result):
+            self._start(self._await_rpc, result, call.sink)
+        else:
+            self._reply(call.sink, result)
+
+    async def _await_rpc(self, awaitable: Awaitable[Any], sink: ReplySink) -> None:
+        try:
+            value = await awaitable
+        except anyio.get_cancelled_exc_class():
+            resolve(sink, False, self._closed_while_handling())
+            raise
+        except Exception as exc:
+            resolve(sink, False, RemoteError(ErrorInfo.from_exception(exc)))
+        else:
+            self._reply(sink, value)
+
+    def _reply(self, sink: ReplySink, value: Any) -> None:
+        try:
+            value = self._broker.round_trip(value, "reply")
+        except CodecError as exc:
+            resolve(sink, False, RemoteError(ErrorInfo.from_exception(exc)))
+        else:
+            resolve(sink, True, value)
+
+    # -- task handling --------------------------------------------------------------------
+
+    def _run_task(self, attempt: Attempt) -> None:
+        try:
+            body = self._broker._decode(attempt.payload)
+            result = attempt.subscriber(self, body)
+        except TaskRejected:
+            self._broker.reject(attempt)
+            return
+        except Exception as exc:
+            self._task_failed(attempt, exc)
+            return
+        if _isawaitable(result):
+            self._start(self._await_task, result, attempt)
+        else:
+            self._task_done(attempt, result)
+
+    async def _await_task(self, awaitable: Awaitable[Any], attempt: Attempt) -> None:
+        # Cancellation means we are closing: detach() already requeued the attempt.
+        try:
+            value = await awaitable
+        except TaskRejected:
+            self._broker.reject(attempt)
+        except Exception as exc:
+            self._task_failed(attempt, exc)
+        else:
+            self._task_done(attempt, value)
+
+    def _task_done(self, attempt: Attempt, value: Any) -> None:
+        try:
+            value = self._broker.round_trip(value, "reply")
+        except CodecError as exc:
+            self._task_failed(attempt, exc)
+        else:
+            self._broker.complete(attempt, True, value)
+
+    def _task_failed(self, attempt: Attempt, exc: Exception) -> None:
+        if attempt.task.sink is None:
+            logger.error(
+                "task subscriber %r on %r raised (no reply requested)",
+                attempt.subscriber,
+                self._name,
+                exc_info=exc,
+            )
+        self._broker.complete(attempt, False, ErrorInfo.from_exception(exc))
+
+    # -- broadcast handling ---------------------------------------------------------------
+
+    def _run_broadcast(self, delivery: BroadcastDelivery) -> None:
+        body = self._broker._decode(delivery.payload)
+        if self._broker.codec is not None:
+            body, sender, subject, correlation_id = body
+        else:
+            sender, subject, correlation_id = (
+                delivery.sender,
+                delivery.subject,
+                delivery.correlation_id,
+            )
+        for subscriber in delivery.subscribers:
+            try:
+                result = subscriber(self, body, sender, subject, correlation_id)
+            except Exception:
+                logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
+                continue
+            if _isawaitable(result):
+                self._start(self._await_broadcast, result, subscriber)
+
+    async def _await_broadcast(self, awaitable: Awaitable[Any], subscriber: Any) -> None:
+        try:
+            await awaitable
+        except Exception:
+            logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    def _broker_call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(self, *args)
+        except EndpointGone:
+            raise CommunicatorClosedError(f"communicator {self._name!r} is closed") from None
+
+    async def add_rpc_subscriber(self, subscriber: RpcSubscriber, identifier: Any = None) -> str:
+        self._check_open()
+        _check_subscriber(subscriber)
+        key: str = self._broker_call(self._broker.add_rpc, subscriber, identifier)
+        await anyio.lowlevel.checkpoint()
+        return key
+
+    async def remove_rpc_subscriber(self, identifier: Any) -> None:
+        self._check_open()
+        self._broker_call(self._broker.remove_rpc, identifier)
+        await anyio.lowlevel.checkpoint()
+
+    async def add_task_subscriber(
+        self,
+        subscriber: TaskSubscriber,
+        identifier: Any = None,
+        *,
+        queue: str | None = None,
+        prefetch: int = 0,
+    ) -> str:
+        self._check_open()
+        _check_subscriber(subscriber)
+        key: str = self._broker_call(
+            self._broker.add_consumer, subscriber, identifier, queue, prefetch
+        )
+        await anyio.lowlevel.checkpoint()
+        return key
+
+    async def remove_task_subscriber(self, identifier: Any) -> None:
+        self._check_open()
+        self._broker_call(self._broker.remove_consumer, identifier)
+        await anyio.lowlevel.checkpoint()
+
+    async def add_broadcast_subscriber(
+        self, subscriber: BroadcastSubscriber, identifier: Any = None
+    ) -> str:
+        self._check_open()
+        _check_subscriber(subscriber)
+        key: str = self._broker_call(self._broker.add_broadcast, subscriber, identifier)
+        await anyio.lowlevel.checkpoint()
+        return key
+
+    async def remove_broadcast_subscriber(self, identifier: Any) -> None:
+        self._check_open()
+        self._broker_call(self._broker.remove_broadcast, identifier)
+        await anyio.lowlevel.checkpoint()
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _slot(self) -> ReplySlot[Any]:
+        # the awaiting loop is ours when we're on our thread; else whichever loop is running
+        if _get_ident() == self._thread_id:
+            return ReplySlot(self._handle)
+        return ReplySlot()
+
+    async def rpc_send(self, recipient_id: Any, msg: Any) -> Any:
+        self._check_open()
+        payload = self._broker.encode(msg, "msg")
+        slot = self._slot()
+        self._broker.rpc(recipient_id, payload, slot)
+        return await slot.wait()
+
+    def rpc_send_future(self, recipient_id: Any, msg: Any) -> concurrent.futures.Future[Any]:
+        self._check_open()
+        payload = self._broker.encode(msg, "msg")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._broker.rpc(recipient_id, payload, future)
+        return future
+
+    async def task_send(
+        self, task: Any, *, no_reply: bool = False, queue: str | None = None
+    ) -> Any:
+        self._check_open()
+        payload = self._broker.encode(task, "task")
+        if no_reply:
+            self._broker.send_task(payload, None, queue)
+            await anyio.lowlevel.checkpoint()
+            return None
+        slot = self._slot()
+        self._broker.send_task(payload, slot, queue)
+        return await slot.wait()
+
+    def task_send_future(
+        self, task: Any, *, queue: str | None = None
+    ) -> concurrent.futures.Future[Any]:
+        self._check_open()
+        payload = self._broker.encode(task, "task")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._broker.send_task(payload, future, queue)
+        return future
+
+    def broadcast_send_nowait(
+        self,
+        body: Any,
+        *,
+        sender: Any = None,
+        subject: Any = None,
+        correlation_id: Any = None,
+    ) -> None:
+        """:meth:`broadcast_send` without the checkpoint; callable from any thread."""
+        self._check_open()
+        broker = self._broker
+        if broker.codec is None:
+            payload = body
+        else:
+            payload = broker.encode([body, sender, subject, correlation_id], "broadcast")
+        broker.broadcast(payload, sender, subject, correlation_id)
+
+    async def broadcast_send(
+        self,
+        body: Any,
+        *,
+        sender: Any = None,
+        subject: Any = None,
+        correlation_id: Any = None,
+    ) -> None:
+        self.broadcast_send_nowait(
+            body, sender=sender, subject=subject, correlation_id=correlation_id
+        )
+        await anyio.lowlevel.checkpoint()

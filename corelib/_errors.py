@@ -1,0 +1,104 @@
+"""The process layer's exception taxonomy.
+
+Every error raised by the process machinery derives from :class:`ProcessError`. Port and spec
+validation errors (``PortValidationError``) live with the ports and are not part of this tree:
+they describe bad *data*, these describe a process used in the wrong *state*.
+
+Messages are short, lower-case and name the offending value and state, e.g.
+``"can't handle Kill in state FINISHED"``.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+__all__ = [
+    "ProcessError",
+    "InvalidTransitionError",
+    "ProcessStateError",
+    "ProcessNotFinishedError",
+    "ProcessExceptedError",
+    "ProcessKilledError",
+    "RunnerNotRunningError",
+]
+
+
+class ProcessError(Exception):
+    """Base class of every error raised by the process machinery."""
+
+
+@final
+class InvalidTransitionError(ProcessError):
+    """Raised when an event is not allowed in the machine's current state.
+
+    The state machine is left unchanged. This is the caller's fault: the event was fed to the
+    machine (or, for ``resume``, requested of a process) in a state whose row of the transition
+    table has no entry for it.
+
+    Args:
+        event: the name of the rejected event type, e.g. ``"Kill"``.
+        state: the name of the state that rejected it, e.g. ``"FINISHED"``.
+    """
+
+    def __init__(self, event: str, state: str) -> None:
+        super().__init__(f"can't handle {event} in state {state}")
+        self.event = event
+        self.state = state
+
+
+@final
+class ProcessStateError(ProcessError):
+    """Raised when an operation is not valid for the process in its current state.
+
+    Examples: emitting an output from a terminated process, launching a process that was
+    already launched.
+    """
+
+
+@final
+class ProcessNotFinishedError(ProcessError):
+    """Raised by ``Process.result()`` when the process has not terminated yet."""
+
+
+@final
+class ProcessExceptedError(ProcessError):
+    """Raised by ``Process.result()`` (and ``run``/``run_sync``) when the process excepted.
+
+    The failure is carried as plain data so it can cross process and checkpoint boundaries;
+    when raised in the process's own interpreter the original exception is chained as
+    ``__cause__``.
+
+    Args:
+        pid: the process id.
+        type_name: the name of the exception type that ended the process.
+        message: ``str()`` of that exception.
+        traceback: the formatted traceback text.
+    """
+
+    def __init__(self, pid: str, type_name: str, message: str, traceback: str) -> None:
+        super().__init__(f"process {pid} excepted: {type_name}: {message}")
+        self.pid = pid
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+
+@final
+class ProcessKilledError(ProcessError):
+    """Raised by ``Process.result()`` (and ``run``/``run_sync``) when the process was killed.
+
+    Args:
+        pid: the process id.
+        message: the kill message, or ``None`` when none was given.
+    """
+
+    def __init__(self, pid: str, message: str | None) -> None:
+        text = f"process {pid} was killed"
+        super().__init__(text if message is None else f"{text}: {message}")
+        self.pid = pid
+        self.message = message
+
+
+@final
+class RunnerNotRunningError(ProcessError):
+    """Raised when a process is submitted to a runner outside its ``async with`` block."""
