@@ -188,6 +188,7 @@ class _Queue:
     consumers: list[_Consumer] = attrs.field(factory=list)
     next_consumer: int = 0
     dead: list[DeadLetter] = attrs.field(factory=list)
+    redeliveries: int = 0
 
     def in_flight(self) -> int:
         return sum(len(c.attempts) for c in self.consumers)
@@ -224,7 +225,17 @@ class DeadLetter:
 @final
 @attrs.frozen
 class QueueStatistics:
-    """The state of one task queue at one instant."""
+    """The state of one task queue at one instant.
+
+    Attributes:
+        name: the queue's name.
+        pending: tasks waiting for a consumer.
+        parked: tasks every current consumer rejected; they wait for a new consumer.
+        in_flight: tasks delivered and not yet acknowledged.
+        consumers: task subscribers on the queue.
+        dead_letters: tasks given up on (see :meth:`MemoryBroker.dead_letters`).
+        redeliveries: how many times a task was put back because its consumer went away.
+    """
 
     name: str
     pending: int
@@ -232,6 +243,7 @@ class QueueStatistics:
     in_flight: int
     consumers: int
     dead_letters: int
+    redeliveries: int
 
 
 @final
@@ -505,6 +517,7 @@ class MemoryBroker:
             else:
                 task.state = _PENDING
                 requeue.append(task)
+                q.redeliveries += 1
         consumer.attempts.clear()
         q.pending.extendleft(reversed(requeue))
         return self._dispatch_locked(q), resolutions
@@ -649,6 +662,7 @@ class MemoryBroker:
                     in_flight=q.in_flight(),
                     consumers=len(q.consumers),
                     dead_letters=len(q.dead),
+                    redeliveries=q.redeliveries,
                 )
                 for name, q in self._queues.items()
             }

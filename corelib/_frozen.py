@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NoReturn, final
 
-__all__ = ["AttributesFrozenDict", "freeze"]
+__all__ = ["AttributesFrozenDict", "freeze", "thaw"]
 
 
 def freeze(value: Any) -> Any:
@@ -22,11 +22,15 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def _thaw(value: Any) -> Any:
+def thaw(value: Any) -> Any:
+    """Return ``value`` with every frozen mapping (and ``dict``) in it copied to a plain ``dict``.
+
+    Leaf values are not copied.
+    """
     if isinstance(value, AttributesFrozenDict):
         return value.to_dict()
     if isinstance(value, dict):
-        return {key: _thaw(item) for key, item in value.items()}
+        return {key: thaw(item) for key, item in value.items()}
     return value
 
 
@@ -99,4 +103,4 @@ class AttributesFrozenDict(Mapping[str, Any]):
 
         Only the mapping levels are copied; the leaf values are the same objects.
         """
-        return {key: _thaw(value) for key, value in self._data.items()}
+        return {key: thaw(value) for key, value in self._data.items()}
