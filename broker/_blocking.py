@@ -112,7 +112,6 @@ class BlockingCommunicator:
         return anyio.from_thread.run(call, token=self._token)
 
     def _wait(self, future: concurrent.futures.Future[Any], timeout: float | None) -> Any:
-        _check_no_loop("waiting for a reply")
         return future.result(self._timeout if timeout is None else timeout)
 
     # -- subscriptions --------------------------------------------------------------------
@@ -151,6 +150,7 @@ class BlockingCommunicator:
 
     def rpc_send(self, recipient_id: Any, msg: Any, *, timeout: float | None = None) -> Any:
         """Send an RPC and block until the reply (or ``TimeoutError``)."""
+        _check_no_loop("waiting for a reply")
         return self._wait(self._comm.rpc_send_future(recipient_id, msg), timeout)
 
     def rpc_send_future(self, recipient_id: Any, msg: Any) -> concurrent.futures.Future[Any]:
@@ -166,6 +166,7 @@ class BlockingCommunicator:
         timeout: float | None = None,
     ) -> Any:
         """Queue a task and block until its reply (returns ``None`` at once if no_reply)."""
+        _check_no_loop("waiting for a reply")
         if no_reply:
             self._comm._check_open()
             broker = self._comm.broker
