@@ -10,6 +10,7 @@ on trio, being refused): use the async API there.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -203,10 +204,8 @@ class BlockingCommunicator:
         self._closed = True
         stop = self._stop
         if stop is not None and self._thread.is_alive():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop already finished
                 anyio.from_thread.run_sync(stop.set, token=self._token)
-            except RuntimeError:  # the loop already finished
-                pass
         self._thread.join(timeout)
 
     def __enter__(self) -> Self:

@@ -126,7 +126,9 @@ class ErrorInfo:
         """Capture ``exc`` (type, message, formatted traceback)."""
         exc_type = type(exc)
         module = exc_type.__module__
-        name = exc_type.__qualname__ if module == "builtins" else f"{module}.{exc_type.__qualname__}"
+        name = exc_type.__qualname__
+        if module != "builtins":
+            name = f"{module}.{name}"
         text = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
         return cls(type_name=name, message=str(exc), traceback=text)
 

@@ -38,6 +38,10 @@ def _compile(value: Any) -> Matcher:
     return lambda v: bool(v == value)
 
 
+def _passes(filters: list[Matcher], value: Any) -> bool:
+    return value is None or not filters or any(f(value) for f in filters)
+
+
 @final
 class BroadcastFilter:
     """Wrap a broadcast subscriber so it only sees matching broadcasts.
@@ -83,13 +87,7 @@ class BroadcastFilter:
 
     def matches(self, sender: Any, subject: Any) -> bool:
         """Whether a broadcast with this sender and subject passes the filter."""
-        if subject is not None and self._subject_filters:
-            if not any(f(subject) for f in self._subject_filters):
-                return False
-        if sender is not None and self._sender_filters:
-            if not any(f(sender) for f in self._sender_filters):
-                return False
-        return True
+        return _passes(self._subject_filters, subject) and _passes(self._sender_filters, sender)
 
     def is_filtered(self, sender: Any, subject: Any) -> bool:
         """Whether a broadcast with this sender and subject is filtered out (kiwipy's name)."""

@@ -28,8 +28,9 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
-from typing import Any, final
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, Self, final
 
 import anyio
 import anyio.lowlevel
@@ -74,7 +75,7 @@ def _check_subscriber(subscriber: object) -> None:
 
 
 @final
-class LoopCommunicator(anyio.AsyncContextManagerMixin, Communicator):
+class LoopCommunicator(Communicator):
     """An endpoint on a :class:`~broker.MemoryBroker`, bound to the loop that opens it.
 
     Its subscribers always run on that loop, whichever thread or loop sent the message;
@@ -98,6 +99,7 @@ class LoopCommunicator(anyio.AsyncContextManagerMixin, Communicator):
         self._handlers: TaskGroup | None = None
         self._serve_scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
+        self._cm: AbstractAsyncContextManager[LoopCommunicator] | None = None
 
     def __repr__(self) -> str:
         return f"<LoopCommunicator {self._name!r} {self._state}>"
@@ -117,8 +119,24 @@ class LoopCommunicator(anyio.AsyncContextManagerMixin, Communicator):
 
     # -- lifetime -------------------------------------------------------------------------
 
+    async def __aenter__(self) -> Self:
+        if self._cm is not None:
+            raise CommunicatorClosedError(f"communicator {self._name!r} can't be reopened")
+        self._cm = self._lifetime()
+        await self._cm.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._cm is not None
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
     @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncIterator[LoopCommunicator]:
+    async def _lifetime(self) -> AsyncIterator[LoopCommunicator]:
         if self._state != _NEW:
             raise CommunicatorClosedError(f"communicator {self._name!r} can't be reopened")
         self._handle = handle = current_handle()

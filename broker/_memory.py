@@ -39,7 +39,6 @@ from ._codec import Codec, JsonCodec
 from ._errors import (
     DeadLetteredError,
     DuplicateSubscriberError,
-    ErrorInfo,
     RemoteError,
     UnknownSubscriberError,
     UnroutableError,
@@ -511,9 +510,11 @@ class MemoryBroker:
                     f"delivered {task.deliveries} times; its consumers went away each time "
                     f"(max_redeliveries={self.max_redeliveries})"
                 )
-                q.dead.append(DeadLetter(q.name, self._decode(task.payload), task.deliveries, reason))
+                body = self._decode(task.payload)
+                q.dead.append(DeadLetter(q.name, body, task.deliveries, reason))
                 logger.warning("task dead-lettered in queue %r: %s", q.name, reason)
-                resolutions.append((task.sink, False, DeadLetteredError(f"task in queue {q.name!r} {reason}")))
+                error = DeadLetteredError(f"task in queue {q.name!r} {reason}")
+                resolutions.append((task.sink, False, error))
             else:
                 task.state = _PENDING
                 requeue.append(task)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -81,7 +82,7 @@ class LoopHandle:
 
         self._post_native = post
         #: the per-loop inbox that wakes reply slots awaited on this loop
-        self.waker: Inbox = Inbox(self, _wake_slots)
+        self.waker: Inbox[ReplySlot[Any]] = Inbox(self, _wake_slots)
 
     def post(self, fn: Callable[..., object], *args: Any) -> None:
         """Schedule ``fn(*args)`` in the loop; never blocks. Raises :class:`LoopGone`."""
@@ -227,10 +228,9 @@ class ReplySlot(Generic[T]):
         if handle.is_current():
             self._event.set()
             return
-        try:
+        # if the waiting loop has finished, nobody is left to read the reply
+        with contextlib.suppress(LoopGone):
             handle.waker.post(self)
-        except LoopGone:
-            pass  # the waiting loop has finished: nobody is left to read the reply
 
     def done(self) -> bool:
         return self._event.is_set()

@@ -44,8 +44,9 @@ class Communicator(abc.ABC):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> bool | None:
         await self.aclose()
+        return None
 
     @property
     @abc.abstractmethod
