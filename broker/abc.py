@@ -64,9 +64,7 @@ class Communicator(abc.ABC):
     # -- RPC -------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def add_rpc_subscriber(
-        self, subscriber: RpcSubscriber, identifier: Any = None
-    ) -> str:
+    async def add_rpc_subscriber(self, subscriber: RpcSubscriber, identifier: Any = None) -> str:
         """Receive RPCs sent to ``identifier`` (generated when ``None``); returns it as a string.
 
         Identifiers are compared as strings and taken literally (no wildcards).

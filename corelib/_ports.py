@@ -308,9 +308,11 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
       optional (:attr:`requires_value` is ``False``). It appears in the result (possibly empty)
       if it declares any ports;
     * omitted and not required: only the nested defaults are filled in; nothing inside is
-      reported missing, and the namespace appears in the result only if some default was
-      filled in. (plumpy reports missing required ports in this case once any nested default
-      exists, which makes an optional namespace mandatory; we don't.)
+      reported missing, its validator does not run, and the namespace appears in the result
+      only if some default was filled in. (plumpy reports missing required ports in this case
+      once any nested default exists, which makes an optional namespace mandatory; we don't.)
+    * given as an empty mapping and not required: as when omitted, except that it is always
+      present in the result (as in plumpy).
 
     **Dynamic namespaces** accept undeclared keys. Setting ``valid_type`` makes the namespace
     dynamic (as in plumpy) and checks undeclared values: a value of that type is accepted as
@@ -795,21 +797,30 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
     def _parse_given(self, values: Any, path: str, mode: _Mode) -> AttributesFrozenDict:
         if not isinstance(values, Mapping):
             raise PortValidationError(path, f"expected a mapping, got {_short_repr(values)}")
+        if not values and not self._required:
+            # An optional namespace given empty counts as not given (plumpy): nothing inside
+            # is missing and its validator does not run, but it stays present.
+            lenient = attrs.evolve(mode, check_required=False)
+            return self._parse(values, path, lenient, run_validator=False)
         return self._parse(values, path, mode)
 
     def _parse_absent(self, path: str, mode: _Mode) -> AttributesFrozenDict | None:
         if mode.fill_defaults and self.has_default():
             default = self._default() if callable(self._default) else self._default
             return self._parse_given(default, path, mode)
-        if self._required:
+        if self._required and mode.check_required:
             return self._parse({}, path, mode) if self._ports else None
         if not mode.fill_defaults:
             return None
-        # An omitted optional namespace: fill in nested defaults, report nothing missing.
-        parsed = self._parse({}, path, attrs.evolve(mode, check_required=False))
+        # Omitted and optional (or inside an omitted optional namespace): fill in nested
+        # defaults, report nothing missing, and leave the namespace out if no default applied.
+        lenient = attrs.evolve(mode, check_required=False)
+        parsed = self._parse({}, path, lenient, run_validator=False)
         return parsed if parsed else None
 
-    def _parse(self, values: Mapping[str, Any], path: str, mode: _Mode) -> AttributesFrozenDict:
+    def _parse(
+        self, values: Mapping[str, Any], path: str, mode: _Mode, *, run_validator: bool = True
+    ) -> AttributesFrozenDict:
         result: dict[str, Any] = {}
         for name, port in self._ports.items():
             sub = _join(path, name)
@@ -838,7 +849,7 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
                 raise PortValidationError(sub, "undeclared port in non-dynamic namespace")
             result[key] = self._parse_dynamic(value, sub)
         frozen = AttributesFrozenDict(result)
-        if mode.run_namespace_validators and self._validator is not None:
+        if run_validator and mode.run_namespace_validators and self._validator is not None:
             reason = _validator_result(self._validator(frozen, self), path)
             if reason is not None:
                 raise PortValidationError(path, reason)
