@@ -144,14 +144,21 @@ class LoopCommunicator(Communicator):
         self._inbox = Inbox(handle, self._on_batch)
         self._wake = anyio.Event()
         self._stopped = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            await tg.start(self._serve)
-            self._broker.attach(self)
-            self._state = _OPEN
-            try:
-                yield self
-            finally:
-                self._close()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._serve)
+                self._broker.attach(self)
+                self._state = _OPEN
+                try:
+                    yield self
+                finally:
+                    self._close()
+        except BaseExceptionGroup as group:
+            # Our own tasks never raise, so a group holds what the ``async with`` body
+            # raised: give the caller that exception, not a group around it.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise  # pragma: no cover - only the body can raise
 
     async def _serve(self, *, task_status: TaskStatus[None]) -> None:
         assert self._stopped is not None
