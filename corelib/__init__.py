@@ -21,3 +21,31 @@ from ._spec import HasSpec as HasSpec
 from ._spec import ProcessSpec as ProcessSpec
 
 # --- processes (process work: add imports below this line) ---
+from ._errors import InvalidTransitionError as InvalidTransitionError
+from ._errors import ProcessError as ProcessError
+from ._errors import ProcessExceptedError as ProcessExceptedError
+from ._errors import ProcessKilledError as ProcessKilledError
+from ._errors import ProcessNotFinishedError as ProcessNotFinishedError
+from ._errors import ProcessStateError as ProcessStateError
+from ._errors import RunnerNotRunningError as RunnerNotRunningError
+from ._listener import ProcessListener as ProcessListener
+from ._process import MISSING_OUTPUTS_STATUS as MISSING_OUTPUTS_STATUS
+from ._process import ControlHandle as ControlHandle
+from ._process import ControlOutcome as ControlOutcome
+from ._process import Process as Process
+from ._process import ProcessStatistics as ProcessStatistics
+from ._runner import Runner as Runner
+from ._runner import run as run
+from ._runner import run_sync as run_sync
+from ._states import NO_VALUE as NO_VALUE
+from ._states import Continue as Continue
+from ._states import Created as Created
+from ._states import Excepted as Excepted
+from ._states import Finished as Finished
+from ._states import Kill as Kill
+from ._states import Killed as Killed
+from ._states import ProcessState as ProcessState
+from ._states import Running as Running
+from ._states import Transition as Transition
+from ._states import Wait as Wait
+from ._states import Waiting as Waiting

@@ -16,8 +16,8 @@ never mutates its argument and builds a new :class:`AttributesFrozenDict`:
    * given: a leaf is type-checked and then its validator runs; a namespace recurses;
    * absent leaf: its default is used if it has one (a callable default is called, once per
      parse, and its result checked like a given value); otherwise a required leaf is an error;
-   * absent namespace: see :meth:`PortNamespace.validate` for the three cases (default,
-     required, optional).
+   * absent namespace: see :class:`PortNamespace` for the cases (default, required,
+     optional).
 
 3. Each undeclared key is an error unless the namespace is dynamic; in a dynamic namespace with
    a ``valid_type``, a value that is not of that type but is a mapping is checked key by key,
@@ -508,6 +508,10 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
             SpecSealedError: if the namespace is sealed.
             ValueError: if the name is taken by a port of the other kind.
         """
+        self._add_port(port, self._name)
+
+    def _add_port(self, port: Port | PortNamespace, path: str) -> None:
+        """:meth:`add_port`, with ``path`` the full path of this namespace (for messages)."""
         self._check_not_sealed(f"add port {port.name!r}")
         if not port.name:
             raise ValueError("a nested namespace needs a name")
@@ -516,7 +520,7 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
             port, PortNamespace
         ):
             kind = "namespace" if isinstance(existing, PortNamespace) else "port"
-            raise ValueError(f"{_join(self._name, port.name)!r} is already a {kind}")
+            raise ValueError(f"{_join(path, port.name)!r} is already a {kind}")
         self._ports[port.name] = port
 
     def get_port(self, path: str) -> Port | PortNamespace:
@@ -554,7 +558,7 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
             ValueError: if a port on the way (or at ``path``) is a leaf port.
         """
         *parents, last = _split(path)
-        parent = self._ensure_namespace(parents)
+        parent, parent_path = self._ensure_namespace(parents)
         _check_valid_type(valid_type)
         existing = parent._ports.get(last)
         if existing is None:
@@ -567,10 +571,10 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
                 default=default,
                 dynamic=dynamic,
             )
-            parent.add_port(namespace)
+            parent._add_port(namespace, parent_path)
             return namespace
         if not isinstance(existing, PortNamespace):
-            raise ValueError(f"{_join(parent._name, last)!r} is already a port")
+            raise ValueError(f"{_join(parent_path, last)!r} is already a port")
         existing._check_not_sealed("change its options")
         existing._help = help
         existing._required = required
@@ -580,35 +584,45 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
         existing._dynamic = dynamic or valid_type is not None
         return existing
 
-    def _ensure_namespace(self, parts: Sequence[str]) -> PortNamespace:
-        """Walk (creating as needed) the namespaces named by ``parts``."""
+    def _ensure_namespace(self, parts: Sequence[str]) -> tuple[PortNamespace, str]:
+        """Walk (creating as needed) the namespaces named by ``parts``.
+
+        Returns:
+            The namespace reached and its full path from this namespace's name.
+        """
         namespace = self
+        path = self._name
         for part in parts:
             child = namespace._ports.get(part)
             if child is None:
                 child = PortNamespace(part)
-                namespace.add_port(child)
+                namespace._add_port(child, path)
             elif not isinstance(child, PortNamespace):
-                raise ValueError(f"{_join(namespace._name, part)!r} is a port, not a namespace")
+                raise ValueError(f"{_join(path, part)!r} is a port, not a namespace")
             namespace = child
-        return namespace
+            path = _join(path, part)
+        return namespace, path
 
     def copy(self) -> PortNamespace:
         """Return an unsealed deep copy (leaf ports are immutable and shared)."""
         ports, _ = self._filtered(None, None)
-        return self._copy_with(ports, keep_validator=True)
+        return self._copy_with(ports, keep_validator=True, keep_dynamic=True)
 
     def _copy_with(
-        self, ports: Mapping[str, Port | PortNamespace], *, keep_validator: bool
+        self,
+        ports: Mapping[str, Port | PortNamespace],
+        *,
+        keep_validator: bool,
+        keep_dynamic: bool,
     ) -> PortNamespace:
         clone = PortNamespace(
             self._name,
             help=self._help,
             required=self._required,
             validator=self._validator if keep_validator else None,
-            valid_type=self._valid_type,
+            valid_type=self._valid_type if keep_dynamic else None,
             default=self._default,
-            dynamic=self._dynamic,
+            dynamic=self._dynamic and keep_dynamic,
         )
         clone._ports.update(ports)
         return clone
@@ -626,9 +640,10 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
         ``include`` and ``exclude`` are mutually exclusive lists of dotted port paths relative
         to ``other`` (``"sub"`` selects a whole nested namespace, ``"sub.x"`` one port in it);
         each must name an existing port. Nested namespaces are copied (later changes to
-        ``other`` don't show here) with their options; a copied namespace loses its validator
-        if some of its ports were left out, since the validator would then see values it
-        was not written for. This namespace's own options are not changed.
+        ``other`` don't show here) with their options, except that a namespace copied only in
+        part loses its validator (it would see values it was not written for), and one selected
+        by an include rule (``"sub.x"``) is not dynamic (only declared ports were asked for).
+        This namespace's own options are not changed.
 
         A copied leaf port must not already exist here; a copied namespace that already exists
         here as a namespace is merged into it, port by port. The check is done before anything
@@ -669,10 +684,12 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
     ) -> tuple[dict[str, Port | PortNamespace], bool]:
         """Return copies of the ports selected by (already checked) rules, and completeness.
 
-        The flag is ``True`` if every port, recursively, was selected.
+        The flag is ``True`` if every port, recursively, was selected. An include list
+        selects only declared ports, so it leaves out the undeclared values a dynamic namespace
+        would take: such a selection is incomplete too (and its copy is not dynamic).
         """
         selected: dict[str, Port | PortNamespace] = {}
-        complete = True
+        complete = include is None or not self._dynamic
         for name, port in self._ports.items():
             if exclude is not None and name in exclude:
                 complete = False
@@ -686,16 +703,23 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
             if isinstance(port, PortNamespace):
                 sub_exclude = _strip(name, exclude) if exclude is not None else None
                 ports, sub_complete = port._filtered(sub_include, sub_exclude or None)
-                selected[name] = port._copy_with(ports, keep_validator=sub_complete)
+                selected[name] = port._copy_with(
+                    ports, keep_validator=sub_complete, keep_dynamic=sub_include is None
+                )
                 complete = complete and sub_complete
             else:
                 selected[name] = port
         return selected, complete
 
-    def _merge(self, ports: Mapping[str, Port | PortNamespace], *, action: str) -> None:
-        """Add ``ports`` (fresh copies), merging namespaces; all-or-nothing."""
+    def _merge(
+        self, ports: Mapping[str, Port | PortNamespace], *, action: str, path: str | None = None
+    ) -> None:
+        """Add ``ports`` (fresh copies), merging namespaces; all-or-nothing.
+
+        ``path`` is the full path of this namespace, for messages (default: its name).
+        """
         self._check_not_sealed(f"{action} ports")
-        self._check_merge(ports, self._name, action)
+        self._check_merge(ports, self._name if path is None else path, action)
         self._apply_merge(ports)
 
     def _check_merge(

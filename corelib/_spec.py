@@ -148,7 +148,8 @@ class ProcessSpec:
             validator=validator,
             default=default,
         )
-        self._inputs._ensure_namespace(parents).add_port(port)
+        parent, path = self._inputs._ensure_namespace(parents)
+        parent._add_port(port, path)
 
     def output(
         self,
@@ -170,7 +171,8 @@ class ProcessSpec:
         port = OutputPort(
             last, valid_type=valid_type, help=help, required=required, validator=validator
         )
-        self._outputs._ensure_namespace(parents).add_port(port)
+        parent, path = self._outputs._ensure_namespace(parents)
+        parent._add_port(port, path)
 
     def input_namespace(
         self,
@@ -295,12 +297,14 @@ class ProcessSpec:
         """Copy the input ports of ``process_class`` into this spec (exit codes are not copied).
 
         With ``namespace`` (dotted allowed) the ports go into that namespace. If it doesn't
-        exist yet it is created with the source namespace's ``dynamic``, ``valid_type`` and
-        ``help`` (and validator, if nothing was left out), and it is required exactly when
-        one of the exposed ports is (:attr:`PortNamespace.requires_value`). If it already
-        exists (declare it first to choose its options), its options are kept. Either way,
-        exposing a dynamic source without ``include`` makes the destination dynamic (taking the
-        source's ``valid_type`` if it has none), so undeclared keys can be passed through.
+        exist yet it is created with the source namespace's ``help``, its ``dynamic`` and
+        ``valid_type`` (unless ``include`` is given), and its validator (only if nothing was
+        left out, since it would otherwise see values it was not written for); it is required
+        exactly when one of the exposed ports is (:attr:`PortNamespace.requires_value`).
+        If it already exists (declare it first to choose its options), its options are kept.
+        Either way, exposing a dynamic source without ``include`` makes the destination
+        dynamic (taking the source's ``valid_type`` if it has none), so undeclared keys can be
+        passed through.
 
         ``include`` and ``exclude`` are mutually exclusive dotted paths relative to the source's
         inputs; see :meth:`PortNamespace.absorb`. The copy is a snapshot: later changes to the
@@ -357,13 +361,15 @@ class ProcessSpec:
                     for port in selected.values()
                 ),
                 validator=source.validator if complete else None,
-                valid_type=source.valid_type,
-                dynamic=source.dynamic,
+                valid_type=source.valid_type if dynamic else None,
+                dynamic=dynamic,
             )
             created._merge(selected, action=action)
-            root._ensure_namespace(parents).add_port(created)
+            parent, parent_path = root._ensure_namespace(parents)
+            parent._add_port(created, parent_path)
         else:
-            destination._merge(selected, action=action)
+            path = root.name if namespace is None else f"{root.name}.{namespace}"
+            destination._merge(selected, action=action, path=path)
             if dynamic and not destination.dynamic:
                 destination.dynamic = True
                 if destination.valid_type is None:

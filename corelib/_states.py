@@ -112,6 +112,10 @@ TERMINAL_STATES: Final = frozenset(
 )
 
 
+def _read_only(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
 @final
 @attrs.frozen
 class Created:
@@ -131,7 +135,7 @@ class Running:
 
     step: str
     args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=MappingProxyType)
+    kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only)
 
 
 @final

@@ -106,7 +106,7 @@ def test_json_codec_round_trip_and_wire_conversions() -> None:
         ([math.inf], r"^can't encode msg\[0\]: inf is not allowed in JSON$"),
         (
             {("a", "b"): 1},
-            r"^can't encode msg: key \('a', 'b'\) of type tuple can't be a JSON key$",
+            r"^can't encode msg: key \('a', 'b'\) of type tuple can't be a JSON key",
         ),
     ],
 )
@@ -148,9 +148,7 @@ def test_error_info_captures_type_message_and_traceback() -> None:
         raise Custom("went wrong")
     except Custom as exc:
         info = ErrorInfo.from_exception(exc)
-    assert info.type_name.endswith(
-        "test_error_info_captures_type_message_and_traceback.<locals>.Custom"
-    )
+    assert info.type_name.endswith(".<locals>.Custom")
     assert info.type_name.startswith("tests.broker.test_filters_codec_errors.")
     assert info.message == "went wrong"
     assert 'raise Custom("went wrong")' in info.traceback
