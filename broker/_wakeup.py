@@ -29,6 +29,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -56,13 +57,15 @@ class LoopHandle:
     Create it with :func:`current_handle` from inside the loop.
     """
 
-    __slots__ = ("_post_native", "thread_id", "token", "waker")
+    __slots__ = ("_post_native", "is_asyncio", "native", "thread_id", "token", "waker")
 
     def __init__(self, token: anyio.lowlevel.EventLoopToken) -> None:
         self.token = token
         self.thread_id = _get_ident()
-        native = token.native_token
-        if isinstance(native, asyncio.AbstractEventLoop):
+        self.native: Any = token.native_token
+        native = self.native
+        self.is_asyncio = isinstance(native, asyncio.AbstractEventLoop)
+        if self.is_asyncio:
             loop = native
 
             def post(fn: Callable[..., object], args: tuple[Any, ...]) -> None:
@@ -92,6 +95,18 @@ class LoopHandle:
         """Whether the caller runs on this loop's thread."""
         return _get_ident() == self.thread_id
 
+    def is_running_here(self) -> bool:
+        """Whether this handle's loop is the one running in the calling thread (cheap)."""
+        if self.is_asyncio:
+            return asyncio._get_running_loop() is self.native
+        trio = sys.modules.get("trio")
+        if trio is None:  # pragma: no cover - a trio handle implies trio is imported
+            return False
+        try:
+            return trio.lowlevel.current_trio_token() is self.native
+        except RuntimeError:
+            return False
+
 
 _local = threading.local()
 
@@ -102,11 +117,11 @@ def current_handle() -> LoopHandle:
     Raises:
         anyio.NoEventLoopError: if no event loop runs in this thread.
     """
-    token = anyio.lowlevel.current_token()
     handle: LoopHandle | None = getattr(_local, "handle", None)
-    if handle is None or handle.token != token:
-        handle = LoopHandle(token)
-        _local.handle = handle
+    if handle is not None and handle.is_running_here():
+        return handle
+    handle = LoopHandle(anyio.lowlevel.current_token())
+    _local.handle = handle
     return handle
 
 
@@ -180,7 +195,7 @@ class Inbox(Generic[T]):
 
 def _wake_slots(slots: deque[ReplySlot[Any]]) -> None:
     for slot in slots:
-        slot._event.set()
+        slot._fire()
 
 
 _MISSING: Any = object()
@@ -190,35 +205,29 @@ _MISSING: Any = object()
 class ReplySlot(Generic[T]):
     """A one-shot result awaited on one loop and filled from any thread.
 
-    Must be created inside the loop that will await it. The first :meth:`set_result` or
-    :meth:`set_exception` wins; later ones are ignored (the broker never sends two, but a
-    late reply from a consumer that was presumed dead must not break anything).
+    Must be created inside the loop that will await it. The broker resolves each slot at most
+    once; should a second result come anyway, the first one wins.
+
+    On asyncio the wake-up is a bare ``asyncio.Future`` (the cheapest thing a task can wait
+    on), on trio an :class:`anyio.Event`.
     """
 
-    __slots__ = ("_event", "_exception", "_handle", "_lock", "_value")
+    __slots__ = ("_exception", "_handle", "_signal", "_value")
 
     def __init__(self, handle: LoopHandle | None = None) -> None:
-        self._handle = handle if handle is not None else current_handle()
-        self._event = anyio.Event()
+        self._handle = handle = handle if handle is not None else current_handle()
+        self._signal: Any = handle.native.create_future() if handle.is_asyncio else anyio.Event()
         self._value: Any = _MISSING
         self._exception: BaseException | None = None
-        self._lock = threading.Lock()
-
-    def _claim(self) -> bool:
-        with self._lock:
-            if self._value is not _MISSING or self._exception is not None:
-                return False
-            self._value = None
-            return True
 
     def set_result(self, value: T) -> None:
-        if not self._claim():
+        if self._value is not _MISSING or self._exception is not None:
             return
         self._value = value
         self._wake()
 
     def set_exception(self, exc: BaseException) -> None:
-        if not self._claim():
+        if self._value is not _MISSING or self._exception is not None:
             return
         self._exception = exc
         self._wake()
@@ -226,18 +235,30 @@ class ReplySlot(Generic[T]):
     def _wake(self) -> None:
         handle = self._handle
         if handle.is_current():
-            self._event.set()
+            self._fire()
             return
         # if the waiting loop has finished, nobody is left to read the reply
         with contextlib.suppress(LoopGone):
             handle.waker.post(self)
 
+    def _fire(self) -> None:
+        # in the waiting loop
+        signal = self._signal
+        if self._handle.is_asyncio:
+            if not signal.done():  # a cancelled waiter cancelled it
+                signal.set_result(None)
+        else:
+            signal.set()
+
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._value is not _MISSING or self._exception is not None
 
     async def wait(self) -> T:
         """Wait for the result and return it (or raise the exception)."""
-        await self._event.wait()
+        if self._handle.is_asyncio:
+            await self._signal
+        else:
+            await self._signal.wait()
         if self._exception is not None:
             raise self._exception
         return self._value  # type: ignore[no-any-return]
@@ -247,9 +268,12 @@ async def wait_future(future: concurrent.futures.Future[T]) -> T:
     """Await a :class:`concurrent.futures.Future` from any event loop, without blocking it.
 
     If the waiting task is cancelled, the future is cancelled too (which only succeeds when
-    the work has not started).
+    the work has not started). An already-completed future returns at once without yielding
+    to other tasks (it still raises if the enclosing scope was cancelled).
     """
-    if not future.done():
+    if future.done():
+        await anyio.lowlevel.checkpoint_if_cancelled()
+    else:
         slot: ReplySlot[None] = ReplySlot()
         future.add_done_callback(lambda _: slot.set_result(None))
         try:
@@ -257,6 +281,4 @@ async def wait_future(future: concurrent.futures.Future[T]) -> T:
         except anyio.get_cancelled_exc_class():
             future.cancel()
             raise
-    else:
-        await anyio.lowlevel.checkpoint()
     return future.result()
