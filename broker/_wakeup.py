@@ -62,8 +62,8 @@ class LoopHandle:
     def __init__(self, token: anyio.lowlevel.EventLoopToken) -> None:
         self.token = token
         self.thread_id = _get_ident()
-        self.native: Any = token.native_token
-        native = self.native
+        native: Any = token.native_token
+        self.native = native
         self.is_asyncio = isinstance(native, asyncio.AbstractEventLoop)
         if self.is_asyncio:
             loop = native
