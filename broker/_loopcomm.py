@@ -23,6 +23,7 @@ cancels the dispatcher and handler tasks.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import threading
@@ -100,6 +101,7 @@ class LoopCommunicator(Communicator):
         self._serve_scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
         self._cm: AbstractAsyncContextManager[LoopCommunicator] | None = None
+        self._task_scopes: dict[Attempt, anyio.CancelScope] = {}
 
     def __repr__(self) -> str:
         return f"<LoopCommunicator {self._name!r} {self._state}>"
@@ -321,15 +323,28 @@ class LoopCommunicator(Communicator):
             self._task_done(attempt, result)
 
     async def _await_task(self, awaitable: Awaitable[Any], attempt: Attempt) -> None:
-        # Cancellation means we are closing: detach() already requeued the attempt.
+        # Cancellation means the consumer was removed or we are closing; either way the broker
+        # already requeued the attempt, so a cancelled handler reports nothing.
+        scope = anyio.CancelScope()
+        self._task_scopes[attempt] = scope
         try:
-            value = await awaitable
-        except TaskRejected:
-            self._broker.reject(attempt)
-        except Exception as exc:
-            self._task_failed(attempt, exc)
-        else:
-            self._task_done(attempt, value)
+            with scope:
+                try:
+                    value = await awaitable
+                except TaskRejected:
+                    self._broker.reject(attempt)
+                except Exception as exc:
+                    self._task_failed(attempt, exc)
+                else:
+                    self._task_done(attempt, value)
+        finally:
+            del self._task_scopes[attempt]
+
+    def _cancel_handlers_of(self, identifier: str) -> None:
+        # in our loop: stop the handlers still working on a removed consumer's tasks
+        for attempt, scope in list(self._task_scopes.items()):
+            if attempt.consumer.identifier == identifier:
+                scope.cancel()
 
     def _task_done(self, attempt: Attempt, value: Any) -> None:
         try:
@@ -413,8 +428,16 @@ class LoopCommunicator(Communicator):
         return key
 
     async def remove_task_subscriber(self, identifier: Any) -> None:
+        """Stop consuming; tasks the subscriber still holds are requeued and its running
+        handlers for them are cancelled, so a task is not worked on twice."""
         self._check_open()
         self._broker_call(self._broker.remove_consumer, identifier)
+        if self._on_own_thread():
+            self._cancel_handlers_of(str(identifier))
+        else:
+            assert self._handle is not None
+            with contextlib.suppress(LoopGone):
+                self._handle.post(self._cancel_handlers_of, str(identifier))
         await anyio.lowlevel.checkpoint()
 
     async def add_broadcast_subscriber(

@@ -531,3 +531,29 @@ async def test_broadcast_duplicate_identifier(open_comm: CommFactory) -> None:
         await comm.add_broadcast_subscriber(Recorder(), "b")
         with pytest.raises(DuplicateSubscriberError, match=r"^broadcast subscriber 'b' already"):
             await comm.add_broadcast_subscriber(Recorder(), "b")
+
+
+async def test_removing_a_consumer_cancels_its_handlers_and_requeues(
+    open_comm: CommFactory,
+) -> None:
+    async with open_comm() as worker, open_comm() as sender:
+        started = anyio.Event()
+        cancelled = anyio.Event()
+
+        async def stuck(_c: Communicator, task: Any) -> Any:
+            started.set()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                cancelled.set()
+
+        await worker.add_task_subscriber(stuck, "stuck")
+        future = sender.task_send_future("again")
+        with anyio.fail_after(TIMEOUT):
+            await started.wait()
+            await worker.remove_task_subscriber("stuck")
+            await cancelled.wait()
+        assert not future.done()
+        await worker.add_task_subscriber(lambda _c, t: f"done {t}")
+        with anyio.fail_after(TIMEOUT):
+            assert await wait_future(future) == "done again"
