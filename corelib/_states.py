@@ -352,17 +352,15 @@ class Play(Event):
 _C, _R, _W = ProcessState.CREATED, ProcessState.RUNNING, ProcessState.WAITING
 _F, _E, _K = ProcessState.FINISHED, ProcessState.EXCEPTED, ProcessState.KILLED
 
-TRANSITIONS: Final[Mapping[ProcessState, Mapping[type[Event], ProcessState]]] = (
-    MappingProxyType(
-        {
-            _C: MappingProxyType({Start: _R, Kill: _K, Fail: _E}),
-            _R: MappingProxyType({Continue: _R, Wait: _W, Finish: _F, Kill: _K, Fail: _E}),
-            _W: MappingProxyType({Resume: _R, Finish: _F, Kill: _K, Fail: _E}),
-            _F: MappingProxyType({}),
-            _E: MappingProxyType({}),
-            _K: MappingProxyType({}),
-        }
-    )
+TRANSITIONS: Final[Mapping[ProcessState, Mapping[type[Event], ProcessState]]] = MappingProxyType(
+    {
+        _C: MappingProxyType({Start: _R, Kill: _K, Fail: _E}),
+        _R: MappingProxyType({Continue: _R, Wait: _W, Finish: _F, Kill: _K, Fail: _E}),
+        _W: MappingProxyType({Resume: _R, Finish: _F, Kill: _K, Fail: _E}),
+        _F: MappingProxyType({}),
+        _E: MappingProxyType({}),
+        _K: MappingProxyType({}),
+    }
 )
 """Every legal state move: ``TRANSITIONS[state][type(event)] -> new state``."""
 
