@@ -142,7 +142,7 @@ class If:
         name = _name_of(condition, "condition")
 
         def body(*instructions: Any) -> If:
-            return If(self.branches + ((name, _block(instructions)),), None)
+            return If((*self.branches, (name, _block(instructions))), None)
 
         return body
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -189,7 +190,7 @@ def test_cursor_is_plain_data_and_resumable() -> None:
     assert isinstance(cursor, tuple)
     assert all(type(i) is int for i in cursor)
     # a cursor saved as a list (JSON) and restored gives the same position
-    restored = tuple(list(cursor))
+    restored = tuple(json.loads(json.dumps(cursor)))
     assert locate(o, restored) == RunStep("b")
     assert describe(o, restored).endswith("else_ > [0] > RunStep(name='b')")
 
