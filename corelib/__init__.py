@@ -50,3 +50,17 @@ from ._states import Running as Running
 from ._states import Transition as Transition
 from ._states import Wait as Wait
 from ._states import Waiting as Waiting
+
+# --- workchains ---
+# isort: split
+from ._outline import InvalidCursorError as InvalidCursorError
+from ._outline import OutlineError as OutlineError
+from ._workchain import AttributesDict as AttributesDict
+from ._workchain import ChildProcessFailedError as ChildProcessFailedError
+from ._workchain import ToContext as ToContext
+from ._workchain import WorkChain as WorkChain
+from ._workchain import WorkChainSpec as WorkChainSpec
+from ._workchain import append_ as append_
+from ._workchain import if_ as if_
+from ._workchain import return_ as return_
+from ._workchain import while_ as while_

@@ -1,0 +1,362 @@
+"""WorkChains: processes whose steps follow a declared outline, with a context and children.
+
+A WorkChain declares ``spec.outline(...)`` in ``define``. Each outline step is one process step:
+between two of them the process can be paused, killed or checkpointed. The position in the
+outline is a plain-data cursor (see :mod:`corelib._outline`), so a WorkChain can be saved and
+continued anywhere, including while it waits on children.
+
+What a step returns decides what happens next:
+
+- ``None``: go on with the outline;
+- :class:`ToContext` (or earlier calls of :meth:`WorkChain.to_context`): wait until every
+  awaited child has terminated, store its outputs in ``self.ctx``, then go on;
+- an :class:`~corelib.ExitCode` or any other value: end the WorkChain with it (non-zero exit
+  codes are unsuccessful), as plumpy does.
+
+A child that excepts or is killed makes the step that awaited it fail with
+:class:`ChildProcessFailedError`, so the WorkChain excepts too (plumpy propagates child
+exceptions the same way).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any, ClassVar, final
+
+import anyio
+import attrs
+
+from ._errors import ProcessError
+from ._outline import (
+    DONE,
+    Block,
+    Cursor,
+    Evaluate,
+    OutlineError,
+    Returned,
+    RunStep,
+    advance,
+    condition_names,
+    if_,
+    locate,
+    return_,
+    start,
+    step_names,
+    to_node,
+    while_,
+)
+from ._process import Process
+from ._spec import ProcessSpec
+from ._states import Continue, ProcessState, Wait
+
+__all__ = [
+    "WorkChain",
+    "WorkChainSpec",
+    "ToContext",
+    "append_",
+    "AttributesDict",
+    "ChildProcessFailedError",
+    "if_",
+    "while_",
+    "return_",
+]
+
+
+class ChildProcessFailedError(ProcessError):
+    """Raised in a WorkChain step when a child it awaited excepted or was killed."""
+
+    def __init__(self, key: str, pid: str, state: ProcessState, reason: str) -> None:
+        super().__init__(f"child {key!r} (pid {pid}) {state.value}: {reason}")
+        self.key = key
+        self.pid = pid
+        self.state = state
+        self.reason = reason
+
+
+@final
+class AttributesDict(MutableMapping[str, Any]):
+    """A dict whose keys are also attributes: ``ctx.total`` is ``ctx['total']``."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", dict(data or {}))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(f"ctx has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._data[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self._data[name]
+        except KeyError:
+            raise AttributeError(f"ctx has no key {name!r}") from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"AttributesDict({self._data!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A shallow plain-dict copy."""
+        return dict(self._data)
+
+
+@final
+@attrs.frozen
+class _Append:
+    value: Any
+
+
+def append_(awaitable: Any) -> _Append:
+    """In :class:`ToContext`, append the result to a list in ``ctx`` instead of setting it."""
+    return _Append(awaitable)
+
+
+@final
+@attrs.frozen(init=False)
+class ToContext:
+    """Returned by a step: wait for the given children, then store their outputs in ``ctx``.
+
+    ``ToContext(child=proc)`` sets ``ctx.child``; ``ToContext(runs=append_(proc))`` appends to
+    the list ``ctx.runs`` (created if missing). Values are processes (launched with
+    ``self.submit``) or, for waits that need not survive a checkpoint, other awaitables.
+    """
+
+    entries: Mapping[str, Any]
+
+    def __init__(self, **entries: Any) -> None:
+        self.__attrs_init__(dict(entries))
+
+
+@final
+@attrs.frozen
+class _Awaited:
+    key: str
+    target: Any
+    append: bool
+
+
+class WorkChainSpec(ProcessSpec):
+    """A process spec with an outline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._outline: Block | None = None
+
+    def outline(self, *instructions: Any) -> None:
+        """Declare the outline: methods, ``if_``, ``while_``, ``return_``, in order."""
+        if self.sealed:
+            raise OutlineError("spec is sealed, can't set the outline")
+        self._outline = Block(tuple(to_node(i) for i in instructions))
+
+    def get_outline(self) -> Block | None:
+        """The outline, or ``None`` if none was declared."""
+        return self._outline
+
+
+class WorkChain(Process):
+    """A process that runs the steps of its outline, with a context (``self.ctx``).
+
+    Declare the outline in ``define``::
+
+        class Sum(WorkChain):
+            @classmethod
+            def define(cls, spec):
+                super().define(spec)
+                spec.input("n", valid_type=int)
+                spec.output("total", valid_type=int)
+                spec.outline(cls.setup, while_(cls.more)(cls.add), cls.finalize)
+
+    Steps and conditions may be sync or ``async`` methods taking only ``self``.
+    """
+
+    _SPEC_ATTRIBUTE: ClassVar[str] = "_corelib_workchain_spec"
+
+    @classmethod
+    def spec(cls) -> WorkChainSpec:
+        """Return this class's sealed :class:`WorkChainSpec`, built once on first use.
+
+        Raises:
+            OutlineError: no outline was declared, or it names a method the class lacks.
+        """
+        cached = cls.__dict__.get(cls._SPEC_ATTRIBUTE)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        spec = WorkChainSpec()
+        cls.define(spec)
+        outline = spec.get_outline()
+        if outline is None:
+            raise OutlineError(f"{cls.__qualname__} declares no outline")
+        for name in sorted(step_names(outline) | condition_names(outline)):
+            if not callable(getattr(cls, name, None)):
+                raise OutlineError(
+                    f"{cls.__qualname__} has no method {name!r} named in its outline"
+                )
+        spec.seal()
+        setattr(cls, cls._SPEC_ATTRIBUTE, spec)
+        return spec
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.ctx = AttributesDict()
+        self._cursor: Cursor = ()
+        self._awaiting: list[_Awaited] = []
+        super().__init__(*args, **kwargs)
+
+    @property
+    def cursor(self) -> Cursor:
+        """The position of the next outline instruction (plain data)."""
+        return self._cursor
+
+    @property
+    def awaiting(self) -> tuple[tuple[str, Any, bool], ...]:
+        """What the WorkChain waits for: ``(ctx key, process or awaitable, append)``."""
+        return tuple((a.key, a.target, a.append) for a in self._awaiting)
+
+    # -- helpers for steps --------------------------------------------------------------------
+
+    def to_context(self, **entries: Any) -> None:
+        """Wait for these children once the current step ends (like returning ToContext)."""
+        for key, value in entries.items():
+            if isinstance(value, _Append):
+                self._awaiting.append(_Awaited(key, value.value, True))
+            else:
+                self._awaiting.append(_Awaited(key, value, False))
+
+    def exposed_inputs(
+        self, process_class: type[Process], namespace: str | None = None
+    ) -> dict[str, Any]:
+        """The inputs that were exposed from ``process_class`` (under ``namespace``)."""
+        return type(self).spec().exposed_inputs(self.inputs, process_class, namespace)
+
+    def exposed_outputs(
+        self,
+        outputs: Mapping[str, Any],
+        process_class: type[Process],
+        namespace: str | None = None,
+    ) -> dict[str, Any]:
+        """The subset of ``outputs`` (e.g. a child's) exposed from ``process_class``."""
+        return type(self).spec().exposed_outputs(outputs, process_class, namespace)
+
+    # -- the outline driver -------------------------------------------------------------------
+
+    def _outline(self) -> Block:
+        outline = type(self).spec().get_outline()
+        assert outline is not None
+        return outline
+
+    async def run(self) -> Any:
+        """Start the outline (the first process step)."""
+        self._cursor = start(self._outline())
+        return await self._step()
+
+    async def _step(self) -> Any:
+        """Carry out outline instructions up to and including one step; return its command."""
+        outline = self._outline()
+        while True:
+            instruction = locate(outline, self._cursor)
+            if isinstance(instruction, Evaluate):
+                answer = await _call(getattr(self, instruction.name))
+                self._cursor = advance(outline, self._cursor, _truth(instruction.name, answer))
+                continue
+            if isinstance(instruction, RunStep):
+                result = await _call(getattr(self, instruction.name))
+                self._cursor = advance(outline, self._cursor)
+                return self._after_outline_step(result)
+            if isinstance(instruction, Returned):
+                return instruction.exit_code
+            assert instruction is DONE
+            return None
+
+    def _after_outline_step(self, result: Any) -> Any:
+        if isinstance(result, ToContext):
+            self.to_context(**result.entries)
+        elif result is not None:
+            self._awaiting.clear()
+            return result  # ends the WorkChain with it
+        if self._awaiting:
+            return Wait(self._wait_for_children, self._children_done, message=self._waiting_for())
+        return Continue(self._step)
+
+    def _waiting_for(self) -> str:
+        keys = ", ".join(sorted({a.key for a in self._awaiting}))
+        return f"waiting for {keys}"
+
+    async def _wait_for_children(self) -> None:
+        for awaited in tuple(self._awaiting):
+            target = awaited.target
+            if isinstance(target, Process):
+                await target.wait()
+            elif inspect.isawaitable(target):
+                pass  # awaited (and its result kept) in _children_done
+            elif isinstance(target, anyio.Event):
+                await target.wait()
+
+    async def _children_done(self, _value: Any = None) -> Any:
+        for awaited in tuple(self._awaiting):
+            value = await self._result_of(awaited)
+            if awaited.append:
+                existing = self.ctx.get(awaited.key)
+                if existing is None:
+                    self.ctx[awaited.key] = [value]
+                else:
+                    existing.append(value)
+            else:
+                self.ctx[awaited.key] = value
+        self._awaiting.clear()
+        return Continue(self._step)
+
+    async def _result_of(self, awaited: _Awaited) -> Any:
+        target = awaited.target
+        if isinstance(target, Process):
+            await target.wait()
+            state = target.state
+            if state is ProcessState.FINISHED:
+                return target.outputs
+            data = target.state_data
+            reason = getattr(data, "message", None) or state.value
+            type_name = getattr(data, "type_name", None)
+            if type_name:
+                reason = f"{type_name}: {reason}"
+            raise ChildProcessFailedError(awaited.key, target.pid, state, str(reason))
+        if isinstance(target, anyio.Event):
+            await target.wait()
+            return None
+        if inspect.isawaitable(target):
+            return await target
+        raise TypeError(f"can't wait for {target!r} in context key {awaited.key!r}")
+
+
+async def _call(method: Any) -> Any:
+    result = method()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _truth(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    try:
+        return bool(value)
+    except Exception as exc:
+        raise TypeError(f"condition {name!r} returned {value!r}, which has no truth value") from exc
