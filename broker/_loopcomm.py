@@ -63,7 +63,13 @@ __all__ = ["LoopCommunicator"]
 logger = logging.getLogger("broker")
 
 _get_ident = threading.get_ident
-_isawaitable = inspect.isawaitable
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
+
+
+def _isawaitable(value: object) -> bool:
+    # most replies are plain data: skip inspect's slower checks for them
+    return type(value) not in _PLAIN and inspect.isawaitable(value)
+
 
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 #: items run between two checkpoints, so a flood of sync handlers can't starve the loop
@@ -308,6 +314,9 @@ class LoopCommunicator(Communicator):
     # -- task handling --------------------------------------------------------------------
 
     def _run_task(self, attempt: Attempt) -> None:
+        if not attempt.live:
+            # its consumer was removed before we got to it: the broker requeued the task
+            return
         try:
             body = self._broker._decode(attempt.payload)
             result = attempt.subscriber(self, body)

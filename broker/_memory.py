@@ -162,7 +162,7 @@ class _Task:
     state: str = _PENDING
     deliveries: int = 0
     attempt: Attempt | None = None
-    rejected_by: set[int] = attrs.field(factory=set)
+    rejected_by: set[int] | None = None  # consumer serials; created on the first reject
 
 
 @attrs.define(eq=False)
@@ -173,7 +173,8 @@ class _Consumer:
     subscriber: Callable[..., Any]
     queue: _Queue
     prefetch: int
-    attempts: set[Attempt] = attrs.field(factory=set)
+    # a dict as an ordered set: requeued tasks go back in the order they were delivered
+    attempts: dict[Attempt, None] = attrs.field(factory=dict)
 
     def has_room(self) -> bool:
         return self.prefetch == 0 or len(self.attempts) < self.prefetch
@@ -537,13 +538,14 @@ class MemoryBroker:
         pending = q.pending
         while pending and consumers:
             task = pending[0]
+            rejected = task.rejected_by
             n = len(consumers)
             chosen = None
             acceptable = False
             start = q.next_consumer % n
             for i in range(n):
                 c = consumers[(start + i) % n]
-                if c.serial in task.rejected_by:
+                if rejected is not None and c.serial in rejected:
                     continue
                 acceptable = True
                 if c.has_room():
@@ -562,7 +564,7 @@ class MemoryBroker:
             task.state = _IN_FLIGHT
             task.attempt = attempt
             task.deliveries += 1
-            chosen.attempts.add(attempt)
+            chosen.attempts[attempt] = None
             sends.append((chosen.endpoint, attempt))
         return sends
 
@@ -572,6 +574,8 @@ class MemoryBroker:
         resolutions: list[tuple[ReplySink | None, bool, Any]],
     ) -> None:
         """Outside the lock: hand attempts to endpoints and resolve replies."""
+        if not sends and not resolutions:
+            return
         for sink, ok, value in resolutions:
             resolve(sink, ok, value)
         for endpoint, attempt in sends:
@@ -591,9 +595,9 @@ class MemoryBroker:
             q = task.queue
             if attempt.live:
                 attempt.live = False
-                attempt.consumer.attempts.discard(attempt)
+                attempt.consumer.attempts.pop(attempt, None)
             if task.state in (_DONE, _DEAD):
-                sends = self._dispatch_locked(q)
+                sends = self._dispatch_locked(q) if q.pending else []
                 sink = None
             else:
                 if task.state == _PENDING:
@@ -606,7 +610,7 @@ class MemoryBroker:
                 task.state = _DONE
                 task.attempt = None
                 sink = task.sink
-                sends = self._dispatch_locked(q)
+                sends = self._dispatch_locked(q) if q.pending else []
         if sink is not None:
             resolve(sink, True, value) if ok else resolve(sink, False, RemoteError(value))
         self._finish(sends, [])
@@ -618,9 +622,11 @@ class MemoryBroker:
             q = task.queue
             if attempt.live:
                 attempt.live = False
-                attempt.consumer.attempts.discard(attempt)
+                attempt.consumer.attempts.pop(attempt, None)
             if task.attempt is attempt:
                 task.attempt = None
+                if task.rejected_by is None:
+                    task.rejected_by = set()
                 task.rejected_by.add(attempt.consumer.serial)
                 task.deliveries -= 1  # a refusal is not a delivery that failed
                 task.state = _PENDING
