@@ -1,0 +1,667 @@
+"""Checkpoints as plain data, and the JSON codec that stores them.
+
+Theory of operation
+-------------------
+A :class:`Checkpoint` is a frozen record of everything needed to rebuild a process: which class
+it is (``"module:qualname"``), its state and that state's data, its inputs and outputs, and for a
+WorkChain its context, outline cursor and what it is waiting for. It holds *values*, never live
+objects (futures, loops, communicators): plumpy's habit of pickling those is what made its
+checkpoints fragile (a WorkChain waiting on a child could not be saved at all).
+
+:meth:`Checkpoint.to_dict` / :meth:`Checkpoint.from_dict` convert between the record and a dict
+with a fixed set of keys; ``from_dict`` checks the shape and the schema ``version``.
+
+:class:`CheckpointCodec` turns that dict into JSON bytes and back. JSON has no tuples, sets,
+bytes, dates or user types, so the codec writes each such value as a *tagged object*
+``{"!type": name, "value": plain}``. The built-in tags are ``tuple``, ``set``, ``frozenset``,
+``bytes`` (base64), ``uuid``, ``datetime``, ``date``, ``exit_code``, ``frozendict``
+(:class:`~corelib.AttributesFrozenDict`), ``float`` (NaN and the infinities, which JSON can't
+write) and ``dict``. A real ``dict`` whose keys are not all strings, or that happens to contain
+the reserved key ``"!type"``, is written with the ``dict`` tag as a list of ``[key, value]``
+pairs, so every JSON object carrying ``"!type"`` is a tag. Users add their own types
+*explicitly* with :meth:`CheckpointCodec.register`; nothing is registered by importing a module,
+and there is no pickle or YAML fallback. Types are matched exactly (a subclass of a registered
+type, an ``IntEnum`` member, a ``dict`` subclass are all refused unless registered themselves),
+so a value always comes back with the type it was saved with.
+
+Errors
+------
+Everything raised here derives from :class:`CheckpointError` (itself a
+:class:`~corelib.ProcessError`). Encoding problems are the caller's fault and say where the
+offending value sits (``"can't encode inputs['x'][2]: object of type Foo is not registered"``);
+decoding problems mean the stored bytes are damaged or were written by something else, and
+name the pid when it can be read.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import enum
+import json
+import math
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar, final
+
+import attrs
+
+from ._errors import ProcessError
+from ._exit_code import ExitCode
+from ._frozen import AttributesFrozenDict
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "CHECKPOINT_STATES",
+    "Checkpoint",
+    "CheckpointCodec",
+    "CheckpointError",
+    "CheckpointEncodeError",
+    "CorruptCheckpointError",
+    "CheckpointVersionError",
+    "CheckpointNotFoundError",
+    "ForbiddenClassError",
+    "UnknownClassError",
+    "PersisterClosedError",
+]
+
+T = TypeVar("T")
+
+#: The schema version written into every new checkpoint. Bump it (and teach
+#: :meth:`Checkpoint.from_dict` to upgrade older dicts) whenever the layout changes.
+CHECKPOINT_VERSION: Final = 1
+
+#: The state values a checkpoint may carry (plumpy's ``ProcessState`` values).
+CHECKPOINT_STATES: Final = frozenset(
+    {"created", "running", "waiting", "finished", "excepted", "killed"}
+)
+
+#: The key that marks a JSON object as a tagged value.
+TYPE_KEY: Final = "!type"
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def _where(pid: str | None, tag: str | None) -> str:
+    """Describe a checkpoint's location for an error message."""
+    if pid is None:
+        return "checkpoint"
+    return f"checkpoint of pid {pid!r}" + ("" if tag is None else f" tag {tag!r}")
+
+
+class CheckpointError(ProcessError):
+    """Base class of every error raised while saving, storing or loading checkpoints."""
+
+
+@final
+class CheckpointEncodeError(CheckpointError, TypeError):
+    """Raised when a checkpoint holds a value that can't be saved.
+
+    This is the caller's fault: the value's type is not registered with the codec (or is a
+    class that could not be reloaded). Nothing was stored.
+
+    Args:
+        message: the whole message, e.g. ``"can't encode inputs['x'][2]: object of type Foo
+            is not registered"``.
+    """
+
+
+@final
+class CorruptCheckpointError(CheckpointError):
+    """Raised when stored bytes are not a valid checkpoint.
+
+    The data was damaged (a torn write, a disk error, someone editing it), or was written by
+    something other than this codec (an unknown type tag, a missing field). Other checkpoints in
+    the same persister are unaffected.
+
+    Args:
+        problem: what is wrong, e.g. ``"unknown type tag 'Foo'"``.
+        pid: the checkpoint's pid, when known.
+        tag: the checkpoint's tag, when known.
+    """
+
+    def __init__(self, problem: str, *, pid: str | None = None, tag: str | None = None) -> None:
+        super().__init__(f"{_where(pid, tag)} is corrupt: {problem}")
+        self.problem = problem
+        self.pid = pid
+        self.tag = tag
+
+
+@final
+class CheckpointVersionError(CheckpointError):
+    """Raised when a checkpoint was written by a newer plumio, with a newer schema version.
+
+    Upgrade this plumio to load it; the checkpoint is left as it is.
+
+    Args:
+        version: the checkpoint's schema version.
+        pid: the checkpoint's pid, when known.
+        tag: the checkpoint's tag, when known.
+    """
+
+    def __init__(self, version: int, *, pid: str | None = None, tag: str | None = None) -> None:
+        super().__init__(
+            f"{_where(pid, tag)} has schema version {version},"
+            f" newer than this plumio ({CHECKPOINT_VERSION})"
+        )
+        self.version = version
+        self.pid = pid
+        self.tag = tag
+
+
+@final
+class CheckpointNotFoundError(CheckpointError, LookupError):
+    """Raised when a persister has no checkpoint for the requested pid and tag.
+
+    Args:
+        pid: the requested pid.
+        tag: the requested tag (``None`` for the untagged checkpoint).
+    """
+
+    def __init__(self, pid: str, tag: str | None = None) -> None:
+        super().__init__(f"no {_where(pid, tag)}")
+        self.pid = pid
+        self.tag = tag
+
+
+@final
+class ForbiddenClassError(CheckpointError):
+    """Raised when a checkpoint names a class outside the loader's allowed modules.
+
+    Nothing was imported. Either the checkpoint is hostile, or the loader's
+    ``allowed_prefixes`` must be extended to cover the module.
+    """
+
+
+@final
+class UnknownClassError(CheckpointError, LookupError):
+    """Raised when a checkpoint's class identifier can't be resolved.
+
+    The identifier is malformed, its module can't be imported, or the module has no such
+    attribute (the class was renamed or moved since the checkpoint was saved).
+    """
+
+
+@final
+class PersisterClosedError(CheckpointError):
+    """Raised when a persister is used after its ``aclose()``. This is the caller's fault."""
+
+
+# --- the record ---------------------------------------------------------------------------------
+
+
+def _to_tuple(value: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _to_optional_tuple(value: Sequence[int] | None) -> tuple[int, ...] | None:
+    return None if value is None else tuple(value)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Checkpoint:
+    """The saved state of one process, as plain data.
+
+    The record is shallowly frozen: its mappings are kept as given (an
+    :class:`~corelib.AttributesFrozenDict` stays one, and comes back as one after a save and a
+    load), so don't mutate them after building the checkpoint.
+
+    Args:
+        version: the schema version; leave the default (:data:`CHECKPOINT_VERSION`).
+        pid: the process id.
+        process_class: the process class as ``"module:qualname"`` (see
+            :func:`~corelib.class_identifier`).
+        state: one of :data:`CHECKPOINT_STATES` (``"created"``, ``"running"``, ...).
+        state_data: plain data for that state, e.g. the next continuation's method name and
+            arguments, the waiting reason, the result.
+        paused: whether the process was paused; a reloaded process starts paused then.
+        inputs: the process inputs (often an ``AttributesFrozenDict``).
+        outputs: the outputs emitted so far.
+        ctx: a WorkChain's context, ``None`` for other processes.
+        cursor: a WorkChain's position in its outline (a path of indices), ``None`` for other
+            processes. Any sequence is accepted and kept as a tuple.
+        awaiting: descriptors of what a waiting process awaits, e.g. ``{"kind": "process",
+            "pid": "...", "key": "child", "append": False}``. Kept as a tuple.
+        exit_code: the exit code of a finished process.
+        created_at: when the process was created (seconds since the epoch), if known.
+        saved_at: when this checkpoint was taken (seconds since the epoch), set by whoever
+            builds it (persisters store checkpoints exactly as given).
+        meta: free-form extra data (e.g. for listeners or the application).
+    """
+
+    version: int = CHECKPOINT_VERSION
+    pid: str
+    process_class: str
+    state: str
+    state_data: Mapping[str, Any] = attrs.field(factory=dict)
+    paused: bool = False
+    inputs: Mapping[str, Any] = attrs.field(factory=dict)
+    outputs: Mapping[str, Any] = attrs.field(factory=dict)
+    ctx: Mapping[str, Any] | None = None
+    cursor: tuple[int, ...] | None = attrs.field(default=None, converter=_to_optional_tuple)
+    awaiting: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_to_tuple)
+    exit_code: ExitCode | None = None
+    created_at: float | None = None
+    saved_at: float | None = None
+    meta: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the checkpoint as a dict with a fixed set of keys.
+
+        The mappings are the record's own objects (not copies); ``cursor`` and ``awaiting``
+        become lists and ``exit_code`` its own dict. Values inside the mappings are left as
+        they are: turning them into JSON is the codec's job.
+        """
+        return {
+            "version": self.version,
+            "pid": self.pid,
+            "process_class": self.process_class,
+            "state": self.state,
+            "state_data": self.state_data,
+            "paused": self.paused,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "ctx": self.ctx,
+            "cursor": None if self.cursor is None else list(self.cursor),
+            "awaiting": list(self.awaiting),
+            "exit_code": None if self.exit_code is None else self.exit_code.to_dict(),
+            "created_at": self.created_at,
+            "saved_at": self.saved_at,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Checkpoint:
+        """Build a checkpoint from :meth:`to_dict`'s output, checking its shape.
+
+        ``version``, ``pid``, ``process_class`` and ``state`` are required; the other keys
+        default as in the constructor. Unknown keys are refused: within one schema version the
+        layout is fixed.
+
+        Raises:
+            CheckpointVersionError: ``version`` is newer than :data:`CHECKPOINT_VERSION`.
+            CorruptCheckpointError: anything else is wrong; the message names the pid when it
+                is readable, and the problem.
+        """
+        if not isinstance(data, Mapping):
+            raise CorruptCheckpointError(f"expected an object, got {type(data).__name__}")
+        pid = data.get("pid")
+        if not isinstance(pid, str) or not pid:
+            raise CorruptCheckpointError(f"pid must be a non-empty string, got {_short(pid)}")
+        # The version comes first: a newer schema may have fields this one doesn't know.
+        version = data.get("version")
+        if isinstance(version, int) and version > CHECKPOINT_VERSION:
+            raise CheckpointVersionError(version, pid=pid)
+        problem = _shape_problem(data)
+        if problem is not None:
+            raise CorruptCheckpointError(problem, pid=pid)
+        exit_code = data.get("exit_code")
+        return cls(
+            version=data["version"],
+            pid=pid,
+            process_class=data["process_class"],
+            state=data["state"],
+            state_data=data.get("state_data", {}),
+            paused=data.get("paused", False),
+            inputs=data.get("inputs", {}),
+            outputs=data.get("outputs", {}),
+            ctx=data.get("ctx"),
+            cursor=data.get("cursor"),
+            awaiting=data.get("awaiting", ()),
+            exit_code=None if exit_code is None else ExitCode.from_dict(exit_code),
+            created_at=data.get("created_at"),
+            saved_at=data.get("saved_at"),
+            meta=data.get("meta", {}),
+        )
+
+
+_REQUIRED_KEYS: Final = ("version", "pid", "process_class", "state")
+_KNOWN_KEYS: Final = frozenset(attrs.fields_dict(Checkpoint))
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut short for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _exit_code_problem(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) - {"status", "message", "label"}:
+        return f"exit_code must be an exit code dict or null, got {_short(value)}"
+    if not _is_int(value.get("status")):
+        return f"exit_code status must be an integer, got {_short(value.get('status'))}"
+    for key in ("message", "label"):
+        if not isinstance(value.get(key), str | None):
+            return f"exit_code {key} must be a string or null, got {_short(value.get(key))}"
+    return None
+
+
+def _shape_problem(data: Mapping[str, Any]) -> str | None:
+    """Return what is wrong with a checkpoint dict, or ``None`` if its shape is valid."""
+    for key in _REQUIRED_KEYS:
+        if key not in data:
+            return f"missing field {key!r}"
+    unknown = sorted(str(key) for key in data if key not in _KNOWN_KEYS)
+    if unknown:
+        return f"unknown field {_short(unknown[0])}"
+    version = data["version"]
+    if not _is_int(version) or version < 1:
+        return f"version must be a positive integer, got {_short(version)}"
+    process_class = data["process_class"]
+    if not isinstance(process_class, str) or process_class.count(":") != 1:
+        return f"process_class must be a 'module:qualname' string, got {_short(process_class)}"
+    state = data["state"]
+    if not isinstance(state, str) or state not in CHECKPOINT_STATES:
+        return f"state {_short(state)} is not a process state"
+    for key in ("state_data", "inputs", "outputs", "meta"):
+        if key in data and not isinstance(data[key], Mapping):
+            return f"{key} must be a mapping, got {type(data[key]).__name__}"
+    if not isinstance(data.get("ctx"), Mapping | None):
+        return f"ctx must be a mapping or null, got {type(data['ctx']).__name__}"
+    if not isinstance(data.get("paused", False), bool):
+        return f"paused must be a boolean, got {_short(data['paused'])}"
+    cursor = data.get("cursor")
+    if cursor is not None and (
+        not isinstance(cursor, list | tuple) or not all(_is_int(i) for i in cursor)
+    ):
+        return f"cursor must be a list of integers or null, got {_short(cursor)}"
+    awaiting = data.get("awaiting", ())
+    if not isinstance(awaiting, list | tuple) or not all(
+        isinstance(item, Mapping) for item in awaiting
+    ):
+        return f"awaiting must be a list of mappings, got {_short(awaiting)}"
+    problem = _exit_code_problem(data.get("exit_code"))
+    if problem is not None:
+        return problem
+    for key in ("created_at", "saved_at"):
+        value = data.get(key)
+        if value is not None and not _is_number(value):
+            return f"{key} must be a number or null, got {_short(value)}"
+    return None
+
+
+# --- the codec ----------------------------------------------------------------------------------
+
+_Encoder = Callable[[Any], Any]
+_Decoder = Callable[[Any], Any]
+
+# Types written natively as JSON; they can't be registered.
+_NATIVE_TYPES: Final = frozenset({type(None), bool, int, float, str, list, dict})
+
+
+def _encode_float(value: float) -> str:
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _decode_float(value: Any) -> float:
+    if value not in ("nan", "inf", "-inf"):
+        raise ValueError(f"{value!r} is not 'nan', 'inf' or '-inf'")
+    return float(value)
+
+
+def _decode_bytes(value: Any) -> bytes:
+    return base64.b64decode(value, validate=True)
+
+
+def _decode_exit_code(value: Any) -> ExitCode:
+    problem = _exit_code_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return ExitCode.from_dict(value)
+
+
+def _decode_frozendict(value: Any) -> AttributesFrozenDict:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object, got {type(value).__name__}")
+    return AttributesFrozenDict(value)
+
+
+def _decode_pairs(value: Any) -> dict[Any, Any]:
+    if not isinstance(value, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 for pair in value
+    ):
+        raise ValueError("expected a list of [key, value] pairs")
+    return dict(value)
+
+
+def _decode_list(kind: Callable[[list[Any]], T]) -> Callable[[Any], T]:
+    def decode(value: Any) -> T:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {type(value).__name__}")
+        return kind(value)
+
+    return decode
+
+
+def _path_item(path: str, key: Any) -> str:
+    return f"{path}[{key!r}]"
+
+
+@final
+class CheckpointCodec:
+    """Serializes :class:`Checkpoint` records to JSON bytes and back.
+
+    See the module docstring for the encoding. Register your own types before the codec is
+    first used; registration is not synchronised with concurrent encoding. The codec is
+    otherwise stateless and may be shared between threads and event loops. ``bytes`` output is
+    UTF-8 JSON; strings with lone surrogates are carried through unchanged.
+
+    Example::
+
+        codec = CheckpointCodec()
+        codec.register(Point, "myapp.Point", encode=lambda p: [p.x, p.y],
+                       decode=lambda v: Point(*v))
+    """
+
+    __slots__ = ("_decoders", "_encoders")
+
+    def __init__(self) -> None:
+        self._encoders: dict[type, tuple[str, _Encoder]] = {}
+        self._decoders: dict[str, _Decoder] = {
+            # Built-in tags whose values aren't produced through ``_encoders``.
+            "dict": _decode_pairs,
+            "float": _decode_float,
+        }
+        self._add(tuple, "tuple", list, _decode_list(tuple))
+        self._add(set, "set", list, _decode_list(set))
+        self._add(frozenset, "frozenset", list, _decode_list(frozenset))
+        self._add(bytes, "bytes", lambda b: base64.b64encode(b).decode("ascii"), _decode_bytes)
+        self._add(uuid.UUID, "uuid", str, uuid.UUID)
+        self._add(
+            datetime.datetime,
+            "datetime",
+            datetime.datetime.isoformat,
+            datetime.datetime.fromisoformat,
+        )
+        self._add(datetime.date, "date", datetime.date.isoformat, datetime.date.fromisoformat)
+        self._add(ExitCode, "exit_code", ExitCode.to_dict, _decode_exit_code)
+        self._add(AttributesFrozenDict, "frozendict", dict, _decode_frozendict)
+
+    def _add(self, type_: type[Any], name: str, encode: _Encoder, decode: _Decoder) -> None:
+        self._encoders[type_] = (name, encode)
+        self._decoders[name] = decode
+
+    def register(
+        self,
+        type_: type[T],
+        name: str,
+        *,
+        encode: Callable[[T], Any],
+        decode: Callable[[Any], T],
+    ) -> None:
+        """Teach the codec to save values of exactly ``type_``.
+
+        ``encode`` turns a value into something the codec can already write (JSON data, or
+        other registered types: its result is encoded in turn); ``decode`` gets that back,
+        already decoded, and rebuilds the value. ``name`` is stored in the checkpoint, so keep
+        it stable across releases (``"myapp.Point"`` rather than the class path, which may
+        move).
+
+        Raises:
+            ValueError: ``name`` or ``type_`` is already registered, or ``type_`` is one the
+                codec writes natively (``dict``, ``list``, ``str``, ...).
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"type name must be a non-empty string, got {name!r}")
+        if type_ in _NATIVE_TYPES:
+            raise ValueError(f"can't register {type_.__name__}: it is written natively")
+        if name in self._decoders:
+            raise ValueError(f"type name {name!r} is already registered")
+        if type_ in self._encoders:
+            raise ValueError(
+                f"type {type_.__qualname__} is already registered as {self._encoders[type_][0]!r}"
+            )
+        self._add(type_, name, encode, decode)
+
+    def register_enum(self, enum_type: type[enum.Enum], name: str | None = None) -> None:
+        """Register an enum so its members are saved by value.
+
+        Args:
+            enum_type: the enum class.
+            name: the tag; defaults to ``"module:qualname"`` of the enum.
+        """
+        tag = f"{enum_type.__module__}:{enum_type.__qualname__}" if name is None else name
+        self.register(enum_type, tag, encode=lambda member: member.value, decode=enum_type)
+
+    def encode(self, checkpoint: Checkpoint) -> bytes:
+        """Return ``checkpoint`` as JSON bytes.
+
+        Raises:
+            CheckpointEncodeError: a value is of an unregistered type (the message gives its
+                path, e.g. ``inputs['x'][2]``), or the checkpoint's own fields are malformed.
+        """
+        data = checkpoint.to_dict()
+        pid = checkpoint.pid
+        if not isinstance(pid, str) or not pid:
+            raise CheckpointEncodeError(
+                f"can't encode checkpoint: pid must be a non-empty string, got {pid!r}"
+            )
+        problem = _shape_problem(data)
+        if problem is not None:
+            raise CheckpointEncodeError(f"can't encode {_where(checkpoint.pid, None)}: {problem}")
+        plain = {key: self._to_plain(value, key) for key, value in data.items()}
+        text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "surrogatepass")
+
+    def decode(self, data: bytes) -> Checkpoint:
+        """Rebuild a checkpoint from :meth:`encode`'s output.
+
+        Raises:
+            CorruptCheckpointError: the bytes are not JSON, use an unknown type tag, a
+                registered decoder failed, or the checkpoint's shape is wrong.
+            CheckpointVersionError: the checkpoint comes from a newer plumio.
+        """
+        try:
+            text = data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise CorruptCheckpointError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        try:
+            plain = json.loads(text, object_hook=self._from_object)
+        except _TagError as exc:
+            raise CorruptCheckpointError(str(exc), pid=_peek_pid(text)) from None
+        except RecursionError:
+            raise CorruptCheckpointError("nested too deeply", pid=_peek_pid(text)) from None
+        except ValueError as exc:  # json.JSONDecodeError
+            raise CorruptCheckpointError(f"invalid JSON ({exc})") from None
+        return Checkpoint.from_dict(plain)
+
+    # -- encoding: build a JSON-ready tree ------------------------------------------------------
+
+    def _to_plain(self, value: Any, path: str) -> Any:
+        try:
+            return self._plain(value, path)
+        except RecursionError:
+            raise CheckpointEncodeError(
+                f"can't encode {path}: nested too deeply (or cyclic)"
+            ) from None
+
+    def _plain(self, value: Any, path: str) -> Any:
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            return value
+        if kind is float:
+            if math.isfinite(value):
+                return value
+            return {TYPE_KEY: "float", "value": _encode_float(value)}
+        if kind is list:
+            return [self._plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        if kind is dict:
+            return self._plain_dict(value, path)
+        try:
+            name, encode = self._encoders[kind]
+        except KeyError:
+            raise CheckpointEncodeError(
+                f"can't encode {path}: object of type {kind.__name__} is not registered"
+            ) from None
+        if kind is tuple or kind is set or kind is frozenset:
+            items = [self._plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
+            return {TYPE_KEY: name, "value": items}
+        if kind is AttributesFrozenDict:
+            return {TYPE_KEY: name, "value": self._plain_dict(value, path)}
+        try:
+            encoded = encode(value)
+        except Exception as exc:
+            raise CheckpointEncodeError(
+                f"can't encode {path}: encoder of {name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if type(encoded) is kind:
+            raise CheckpointEncodeError(
+                f"can't encode {path}: encoder of {name!r} returned a {kind.__qualname__} again"
+            )
+        return {TYPE_KEY: name, "value": self._plain(encoded, f"{path}<{name}>")}
+
+    def _plain_dict(self, value: Mapping[Any, Any], path: str) -> Any:
+        if all(type(key) is str for key in value) and TYPE_KEY not in value:
+            return {key: self._plain(item, _path_item(path, key)) for key, item in value.items()}
+        # Non-string keys, or the reserved key: write [key, value] pairs.
+        pairs = [
+            [self._plain(key, f"{path}.keys()[{i}]"), self._plain(item, _path_item(path, key))]
+            for i, (key, item) in enumerate(value.items())
+        ]
+        return {TYPE_KEY: "dict", "value": pairs}
+
+    # -- decoding: json's object_hook sees every object, innermost first -------------------------
+
+    def _from_object(self, obj: dict[str, Any]) -> Any:
+        if TYPE_KEY not in obj:
+            return obj
+        name = obj[TYPE_KEY]
+        if len(obj) != 2 or "value" not in obj:
+            raise _TagError(f"tagged object {name!r} must have exactly '!type' and 'value'")
+        try:
+            decode = self._decoders[name]
+        except (KeyError, TypeError):
+            raise _TagError(f"unknown type tag {name!r}") from None
+        try:
+            return decode(obj["value"])
+        except Exception as exc:
+            raise _TagError(f"can't decode {name!r} value: {type(exc).__name__}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"CheckpointCodec(types={sorted(self._decoders)!r})"
+
+
+class _TagError(ValueError):
+    """Internal: a tagged object could not be decoded (raised out of ``json.loads``)."""
+
+
+def _peek_pid(text: str) -> str | None:
+    """Best-effort: the pid of a checkpoint whose tags can't be decoded, for error messages."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    pid = data.get("pid") if isinstance(data, dict) else None
+    return pid if isinstance(pid, str) and pid else None

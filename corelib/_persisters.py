@@ -1,0 +1,688 @@
+"""Persisters: where checkpoints are kept, keyed by ``(pid, tag)``.
+
+Theory of operation
+-------------------
+A :class:`Persister` stores encoded :class:`~corelib.Checkpoint` records. Each process may have
+one untagged checkpoint (``tag=None``) and any number of tagged ones; saving to an existing
+``(pid, tag)`` replaces it. Every implementation encodes with a
+:class:`~corelib.CheckpointCodec` when saving and decodes when loading, so a load always returns
+a fresh copy and a value that can't be stored fails at save time, not on a restart days later.
+Encoding and decoding run in the caller's thread (the snapshot is taken when
+``save_checkpoint`` is called, and user decoders run where the caller is); only the blocking
+I/O moves to a worker thread.
+
+All methods are async. A cancelled call whose I/O has started lets that I/O finish in its
+worker thread (a save is never half-done), then raises the cancellation.
+
+Three implementations share one contract, pinned down by ``tests/corelib/test_persisters.py``:
+
+- :class:`InMemoryPersister`: a dict of encoded bytes; for tests and single-run use.
+- :class:`FilePersister`: one JSON file per checkpoint, replaced atomically.
+- :class:`SqlitePersister`: one SQLite table in WAL mode, shareable by several OS processes.
+
+Keys: a pid is a non-empty string; a tag is ``None`` or a non-empty string (the empty string is
+refused so that it can't be confused with "no tag"). Both must be valid Unicode (no lone
+surrogates), since they end up in file names and SQL text. Anything else raises ``ValueError``.
+
+Deleting a checkpoint that doesn't exist is not an error (as in plumpy): deletion is
+idempotent, so clean-up code need not check first.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar, final
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import attrs
+
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointCodec,
+    CheckpointNotFoundError,
+    CheckpointVersionError,
+    CorruptCheckpointError,
+    PersisterClosedError,
+)
+
+__all__ = [
+    "PersistedCheckpoint",
+    "Persister",
+    "InMemoryPersister",
+    "FilePersister",
+    "SqlitePersister",
+]
+
+T = TypeVar("T")
+
+
+@final
+@attrs.frozen
+class PersistedCheckpoint:
+    """The key of one stored checkpoint.
+
+    Args:
+        pid: the process id.
+        tag: the checkpoint's tag, ``None`` for the untagged one.
+    """
+
+    pid: str
+    tag: str | None = None
+
+
+def _sorted(keys: Iterable[PersistedCheckpoint]) -> list[PersistedCheckpoint]:
+    """Sort keys by pid, the untagged checkpoint first, then by tag."""
+    return sorted(keys, key=lambda key: (key.pid, key.tag is not None, key.tag or ""))
+
+
+def _check_pid(pid: str) -> None:
+    if not isinstance(pid, str) or not pid:
+        raise ValueError(f"pid must be a non-empty string, got {pid!r}")
+    try:
+        pid.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"pid {pid!r} is not valid unicode") from None
+
+
+def _check_key(pid: str, tag: str | None) -> None:
+    _check_pid(pid)
+    if tag is None:
+        return
+    if not isinstance(tag, str) or not tag:
+        raise ValueError(f"tag must be a non-empty string or None, got {tag!r}")
+    try:
+        tag.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"tag {tag!r} is not valid unicode") from None
+
+
+def _decode(codec: CheckpointCodec, data: object, pid: str, tag: str | None) -> Checkpoint:
+    """Decode stored bytes, naming ``pid`` and ``tag`` in any error."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if not isinstance(data, bytes):
+        raise CorruptCheckpointError(
+            f"stored data is {type(data).__name__}, not bytes", pid=pid, tag=tag
+        )
+    try:
+        checkpoint = codec.decode(data)
+    except CorruptCheckpointError as exc:
+        raise CorruptCheckpointError(exc.problem, pid=pid, tag=tag) from None
+    except CheckpointVersionError as exc:
+        raise CheckpointVersionError(exc.version, pid=pid, tag=tag) from None
+    if checkpoint.pid != pid:
+        raise CorruptCheckpointError(
+            f"it holds the checkpoint of pid {checkpoint.pid!r}", pid=pid, tag=tag
+        )
+    return checkpoint
+
+
+class Persister(abc.ABC):
+    """Stores checkpoints keyed by ``(pid, tag)``. See the module docstring for the contract.
+
+    Use it as an async context manager, or call :meth:`aclose` when done; any use after
+    closing raises :class:`~corelib.PersisterClosedError`.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    async def save_checkpoint(self, checkpoint: Checkpoint, tag: str | None = None) -> None:
+        """Store ``checkpoint`` under ``(checkpoint.pid, tag)``, replacing any previous one.
+
+        Raises:
+            CheckpointEncodeError: the checkpoint holds a value the codec can't encode;
+                nothing was stored.
+            ValueError: the pid or tag is not a valid key.
+        """
+
+    @abc.abstractmethod
+    async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:
+        """Return the checkpoint stored under ``(pid, tag)``.
+
+        Raises:
+            CheckpointNotFoundError: there is none.
+            CorruptCheckpointError: the stored data is damaged (other checkpoints are
+                unaffected).
+            CheckpointVersionError: it was written by a newer plumio.
+        """
+
+    @abc.abstractmethod
+    async def get_checkpoints(self) -> list[PersistedCheckpoint]:
+        """Return the keys of all stored checkpoints, sorted by pid then tag (untagged first).
+
+        Only keys are read: a corrupt checkpoint is listed, and fails when loaded.
+        """
+
+    @abc.abstractmethod
+    async def get_process_checkpoints(self, pid: str) -> list[PersistedCheckpoint]:
+        """Return the keys of the checkpoints of ``pid``, untagged first, then by tag."""
+
+    @abc.abstractmethod
+    async def delete_checkpoint(self, pid: str, tag: str | None = None) -> None:
+        """Delete the checkpoint under ``(pid, tag)``; does nothing if there is none."""
+
+    @abc.abstractmethod
+    async def delete_process_checkpoints(self, pid: str) -> None:
+        """Delete every checkpoint of ``pid``, tagged or not."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release the persister's resources. Idempotent; stored checkpoints are kept."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _closed_error(persister: Persister) -> PersisterClosedError:
+    return PersisterClosedError(f"{type(persister).__name__} is closed")
+
+
+# --- in memory ----------------------------------------------------------------------------------
+
+
+@final
+class InMemoryPersister(Persister):
+    """Keeps encoded checkpoints in a dict; nothing survives the interpreter.
+
+    Checkpoints are stored as bytes, so every load returns a fresh copy and the codec is
+    exercised exactly as with the other persisters. Thread-safe: it may be shared by processes
+    running on several threads and event loops.
+
+    Args:
+        codec: the codec; a default :class:`~corelib.CheckpointCodec` if omitted.
+    """
+
+    __slots__ = ("_checkpoints", "_closed", "_codec", "_lock")
+
+    def __init__(self, *, codec: CheckpointCodec | None = None) -> None:
+        self._codec = CheckpointCodec() if codec is None else codec
+        self._lock = threading.Lock()
+        # pid -> tag -> encoded checkpoint
+        self._checkpoints: dict[str, dict[str | None, bytes]] = {}
+        self._closed = False
+
+    async def _enter(self) -> None:
+        # Every method is a checkpoint (in the anyio sense), like any other async I/O.
+        await anyio.lowlevel.checkpoint()
+        if self._closed:
+            raise _closed_error(self)
+
+    async def save_checkpoint(self, checkpoint: Checkpoint, tag: str | None = None) -> None:
+        _check_key(checkpoint.pid, tag)
+        data = self._codec.encode(checkpoint)  # the snapshot is taken at the call
+        await self._enter()
+        with self._lock:
+            self._checkpoints.setdefault(checkpoint.pid, {})[tag] = data
+
+    async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:
+        _check_key(pid, tag)
+        await self._enter()
+        with self._lock:
+            data = self._checkpoints.get(pid, {}).get(tag)
+        if data is None:
+            raise CheckpointNotFoundError(pid, tag)
+        return _decode(self._codec, data, pid, tag)
+
+    async def get_checkpoints(self) -> list[PersistedCheckpoint]:
+        await self._enter()
+        with self._lock:
+            keys = [
+                PersistedCheckpoint(pid, tag)
+                for pid, tags in self._checkpoints.items()
+                for tag in tags
+            ]
+        return _sorted(keys)
+
+    async def get_process_checkpoints(self, pid: str) -> list[PersistedCheckpoint]:
+        _check_pid(pid)
+        await self._enter()
+        with self._lock:
+            keys = [PersistedCheckpoint(pid, tag) for tag in self._checkpoints.get(pid, {})]
+        return _sorted(keys)
+
+    async def delete_checkpoint(self, pid: str, tag: str | None = None) -> None:
+        _check_key(pid, tag)
+        await self._enter()
+        with self._lock:
+            tags = self._checkpoints.get(pid)
+            if tags is not None:
+                tags.pop(tag, None)
+                if not tags:
+                    del self._checkpoints[pid]
+
+    async def delete_process_checkpoints(self, pid: str) -> None:
+        _check_pid(pid)
+        await self._enter()
+        with self._lock:
+            self._checkpoints.pop(pid, None)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await anyio.lowlevel.checkpoint()
+
+    def __repr__(self) -> str:
+        return f"InMemoryPersister(checkpoints={sum(map(len, self._checkpoints.values()))})"
+
+
+# --- files --------------------------------------------------------------------------------------
+
+# Characters kept as they are in file names. Everything else (upper case included, so that
+# names stay distinct on case-insensitive file systems; "." included, so that it can separate
+# pid from tag) is percent-encoded as UTF-8 with upper-case hex.
+_SAFE_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+_SUFFIX: Final = ".json"
+_TEMP_SUFFIX: Final = ".tmp"
+_MAX_NAME_BYTES: Final = 255
+
+
+def _escape(text: str) -> str:
+    if all(char in _SAFE_CHARS for char in text):
+        return text
+    return "".join(
+        char if char in _SAFE_CHARS else "".join(f"%{byte:02X}" for byte in char.encode())
+        for char in text
+    )
+
+
+def _unescape(name: str) -> str | None:
+    """Inverse of :func:`_escape`; ``None`` unless ``name`` is exactly what it would produce."""
+    try:
+        text = urllib.parse.unquote(name, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return text if text and _escape(text) == name else None
+
+
+def _file_name(pid: str, tag: str | None) -> str:
+    stem = _escape(pid) if tag is None else f"{_escape(pid)}.{_escape(tag)}"
+    name = stem + _SUFFIX
+    if len(name) > _MAX_NAME_BYTES:
+        raise ValueError(
+            f"pid {pid!r} and tag {tag!r} make a file name longer than {_MAX_NAME_BYTES} bytes"
+        )
+    return name
+
+
+def _parse_file_name(name: str) -> PersistedCheckpoint | None:
+    """The key a file name stands for, or ``None`` for any other file (temp files included)."""
+    if not name.endswith(_SUFFIX):
+        return None
+    parts = [_unescape(part) for part in name[: -len(_SUFFIX)].split(".")]
+    if len(parts) == 1 and parts[0] is not None:
+        return PersistedCheckpoint(parts[0])
+    if len(parts) == 2 and parts[0] is not None and parts[1] is not None:
+        return PersistedCheckpoint(parts[0], parts[1])
+    return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some file systems can't sync a directory
+        if exc.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+@final
+class FilePersister(Persister):
+    """One JSON file per checkpoint in ``folder``, written atomically.
+
+    **File names.** ``<pid>.json`` for the untagged checkpoint and ``<pid>.<tag>.json`` for a
+    tagged one, where pid and tag are escaped: lower-case letters, digits, ``_`` and ``-`` are
+    kept, every other character is percent-encoded (UTF-8, upper-case hex). So ``"a/b"`` becomes
+    ``a%2Fb`` and ``".."`` becomes ``%2E%2E``: no name can leave the folder, start with a dot
+    or collide with another, even on a case-insensitive file system. A name may not exceed 255
+    bytes, which limits pids and tags to roughly 250 safe or 80 other ASCII characters.
+    Listing reads only the names; files that aren't checkpoint names are ignored.
+
+    **Atomic writes.** A save writes a temporary file ``.<random>.tmp`` in the same folder,
+    flushes it, ``fsync``s it, renames it over the checkpoint with ``os.replace`` and then
+    ``fsync``s the folder. A reader (or a process restarted after a crash) sees the old
+    checkpoint or the new one, never a mix. A crash can leave a temporary file behind; it is
+    never taken for a checkpoint, and :meth:`remove_stale_temp_files` deletes old ones.
+
+    **Durability.** With ``durable=True`` (the default) a completed save survives a power
+    loss or kernel crash. With ``durable=False`` both ``fsync`` calls are skipped: saves are
+    several times faster and still atomic with respect to the *process* crashing (the rename is
+    atomic in the kernel), but after a power loss a recent save may be lost or, on some file
+    systems, the file may be empty. Deletions also ``fsync`` the folder when durable.
+
+    Several persisters (in one or more OS processes) may share a folder: concurrent saves of
+    the same key each write their own temporary file, and the last rename wins.
+
+    Args:
+        folder: the folder to keep checkpoints in; created (with parents) if missing.
+        codec: the codec; a default :class:`~corelib.CheckpointCodec` if omitted.
+        durable: ``fsync`` file and folder on every save (see above).
+    """
+
+    __slots__ = ("_closed", "_codec", "_durable", "_folder")
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        codec: CheckpointCodec | None = None,
+        durable: bool = True,
+    ) -> None:
+        self._folder = Path(folder)
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._codec = CheckpointCodec() if codec is None else codec
+        self._durable = durable
+        self._closed = False
+
+    @property
+    def folder(self) -> Path:
+        """The folder holding the checkpoint files."""
+        return self._folder
+
+    def path_for(self, pid: str, tag: str | None = None) -> Path:
+        """Return the path of the file that holds (or would hold) the checkpoint ``(pid, tag)``.
+
+        Raises:
+            ValueError: the pid or tag is not a valid key, or the name would be too long.
+        """
+        _check_key(pid, tag)
+        return self._folder / _file_name(pid, tag)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _closed_error(self)
+
+    async def save_checkpoint(self, checkpoint: Checkpoint, tag: str | None = None) -> None:
+        path = self.path_for(checkpoint.pid, tag)
+        self._check_open()
+        data = self._codec.encode(checkpoint)
+        await anyio.to_thread.run_sync(self._write, path, data)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        temp = self._folder / f".{secrets.token_hex(8)}{_TEMP_SUFFIX}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                if self._durable:
+                    file.flush()
+                    os.fsync(file.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        if self._durable:
+            _fsync_dir(self._folder)
+
+    async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:
+        path = self.path_for(pid, tag)
+        self._check_open()
+        try:
+            data = await anyio.to_thread.run_sync(path.read_bytes)
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(pid, tag) from None
+        return _decode(self._codec, data, pid, tag)
+
+    def _list(self) -> list[PersistedCheckpoint]:
+        with os.scandir(self._folder) as entries:
+            keys = [_parse_file_name(entry.name) for entry in entries if entry.is_file()]
+        return [key for key in keys if key is not None]
+
+    async def get_checkpoints(self) -> list[PersistedCheckpoint]:
+        self._check_open()
+        return _sorted(await anyio.to_thread.run_sync(self._list))
+
+    async def get_process_checkpoints(self, pid: str) -> list[PersistedCheckpoint]:
+        _check_pid(pid)
+        self._check_open()
+        keys = await anyio.to_thread.run_sync(self._list)
+        return _sorted(key for key in keys if key.pid == pid)
+
+    def _delete(self, paths: Iterable[Path]) -> None:
+        deleted = False
+        for path in paths:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            deleted = True
+        if deleted and self._durable:
+            _fsync_dir(self._folder)
+
+    async def delete_checkpoint(self, pid: str, tag: str | None = None) -> None:
+        path = self.path_for(pid, tag)
+        self._check_open()
+        await anyio.to_thread.run_sync(self._delete, [path])
+
+    async def delete_process_checkpoints(self, pid: str) -> None:
+        _check_pid(pid)
+        self._check_open()
+
+        def delete() -> None:
+            keys = [key for key in self._list() if key.pid == pid]
+            self._delete(self._folder / _file_name(key.pid, key.tag) for key in keys)
+
+        await anyio.to_thread.run_sync(delete)
+
+    async def remove_stale_temp_files(self, min_age: float = 3600.0) -> int:
+        """Delete temporary files left by crashed saves; return how many were removed.
+
+        Only files older than ``min_age`` seconds are touched, so that saves still in
+        progress in other processes sharing the folder are not disturbed.
+        """
+        self._check_open()
+
+        def remove() -> int:
+            cutoff = time.time() - min_age
+            removed = 0
+            for entry in os.scandir(self._folder):
+                if not (entry.name.startswith(".") and entry.name.endswith(_TEMP_SUFFIX)):
+                    continue
+                try:
+                    if entry.stat().st_mtime <= cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass  # its save just finished (renamed) or another cleaner got it
+            return removed
+
+        return await anyio.to_thread.run_sync(remove)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await anyio.lowlevel.checkpoint()
+
+    def __repr__(self) -> str:
+        return f"FilePersister({str(self._folder)!r}, durable={self._durable})"
+
+
+# --- sqlite -------------------------------------------------------------------------------------
+
+# The untagged checkpoint is stored with tag '' (a primary key column can't usefully be NULL in
+# SQLite: NULLs are all distinct). The empty tag is refused by the API, so this is unambiguous.
+_NO_TAG: Final = ""
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    pid TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (pid, tag)
+) WITHOUT ROWID
+"""
+
+_UPSERT: Final = (
+    "INSERT INTO checkpoints (pid, tag, data) VALUES (?, ?, ?)"
+    " ON CONFLICT (pid, tag) DO UPDATE SET data = excluded.data"
+)
+
+
+def _tag_from_row(tag: str) -> str | None:
+    return None if tag == _NO_TAG else tag
+
+
+@final
+class SqlitePersister(Persister):
+    """Checkpoints in one SQLite table, safe to share between OS processes on one machine.
+
+    The database runs in WAL mode, so readers don't block the writer, and each save is one
+    ``INSERT ... ON CONFLICT DO UPDATE`` in its own transaction: a crash leaves the previous
+    or the new checkpoint, never a mix. Each persister opens its own connection (lazily, on
+    first use, in a worker thread), and every call runs in a worker thread holding a
+    per-persister lock, so the connection is never used by two threads at once. Several OS
+    processes may open the same file; a writer waiting for another's lock retries for up to
+    ``busy_timeout`` seconds before ``sqlite3.OperationalError`` is raised.
+
+    **Durability.** ``durable=True`` (the default) uses ``PRAGMA synchronous=FULL``: a
+    completed save survives a power loss. ``durable=False`` uses ``synchronous=NORMAL``: in WAL
+    mode that is still safe against the process crashing, but the last saves before a power
+    loss may be lost (never corrupted).
+
+    Close it with :meth:`aclose` (or ``async with``) to close the connection.
+
+    Args:
+        path: the database file; created if missing (its folder must exist).
+        codec: the codec; a default :class:`~corelib.CheckpointCodec` if omitted.
+        durable: see above.
+        busy_timeout: seconds to wait for another connection's lock.
+    """
+
+    __slots__ = ("_busy_timeout", "_closed", "_codec", "_connection", "_durable", "_lock", "_path")
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        codec: CheckpointCodec | None = None,
+        durable: bool = True,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self._path = os.fspath(path)
+        self._codec = CheckpointCodec() if codec is None else codec
+        self._durable = durable
+        self._busy_timeout = busy_timeout
+        # Guards _connection and _closed; held by the worker thread for the whole call.
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # autocommit: each statement is its own transaction
+            check_same_thread=False,  # used from worker threads, one at a time (self._lock)
+        )
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
+            connection.execute(_SCHEMA)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _call(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            if self._closed:
+                raise _closed_error(self)
+            if self._connection is None:
+                self._connection = self._connect()
+            return operation(self._connection)
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise _closed_error(self)
+        return await anyio.to_thread.run_sync(self._call, operation)
+
+    async def save_checkpoint(self, checkpoint: Checkpoint, tag: str | None = None) -> None:
+        _check_key(checkpoint.pid, tag)
+        data = self._codec.encode(checkpoint)
+        row = (checkpoint.pid, _NO_TAG if tag is None else tag, data)
+        await self._run(lambda connection: connection.execute(_UPSERT, row))
+
+    async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:
+        _check_key(pid, tag)
+
+        def select(connection: sqlite3.Connection) -> Any:
+            return connection.execute(
+                "SELECT data FROM checkpoints WHERE pid = ? AND tag = ?",
+                (pid, _NO_TAG if tag is None else tag),
+            ).fetchone()
+
+        row = await self._run(select)
+        if row is None:
+            raise CheckpointNotFoundError(pid, tag)
+        return _decode(self._codec, row[0], pid, tag)
+
+    async def get_checkpoints(self) -> list[PersistedCheckpoint]:
+        rows: list[tuple[str, str]] = await self._run(
+            lambda connection: connection.execute("SELECT pid, tag FROM checkpoints").fetchall()
+        )
+        return _sorted(PersistedCheckpoint(pid, _tag_from_row(tag)) for pid, tag in rows)
+
+    async def get_process_checkpoints(self, pid: str) -> list[PersistedCheckpoint]:
+        _check_pid(pid)
+        rows: list[tuple[str]] = await self._run(
+            lambda connection: connection.execute(
+                "SELECT tag FROM checkpoints WHERE pid = ?", (pid,)
+            ).fetchall()
+        )
+        return _sorted(PersistedCheckpoint(pid, _tag_from_row(tag)) for (tag,) in rows)
+
+    async def delete_checkpoint(self, pid: str, tag: str | None = None) -> None:
+        _check_key(pid, tag)
+        key = (pid, _NO_TAG if tag is None else tag)
+        await self._run(
+            lambda connection: connection.execute(
+                "DELETE FROM checkpoints WHERE pid = ? AND tag = ?", key
+            )
+        )
+
+    async def delete_process_checkpoints(self, pid: str) -> None:
+        _check_pid(pid)
+        await self._run(
+            lambda connection: connection.execute("DELETE FROM checkpoints WHERE pid = ?", (pid,))
+        )
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    async def aclose(self) -> None:
+        # Shielded: closing must happen even when the caller is being cancelled (e.g. in
+        # ``__aexit__``); it only waits for the call in progress, if any.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._close)
+
+    def __repr__(self) -> str:
+        return f"SqlitePersister({self._path!r}, durable={self._durable})"
