@@ -64,3 +64,24 @@ from ._workchain import append_ as append_
 from ._workchain import if_ as if_
 from ._workchain import return_ as return_
 from ._workchain import while_ as while_
+
+# --- checkpoints and persisters ---
+# isort: split
+from ._checkpoint import CHECKPOINT_VERSION as CHECKPOINT_VERSION
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import CheckpointCodec as CheckpointCodec
+from ._checkpoint import CheckpointEncodeError as CheckpointEncodeError
+from ._checkpoint import CheckpointError as CheckpointError
+from ._checkpoint import CheckpointNotFoundError as CheckpointNotFoundError
+from ._checkpoint import CheckpointVersionError as CheckpointVersionError
+from ._checkpoint import CorruptCheckpointError as CorruptCheckpointError
+from ._checkpoint import ForbiddenClassError as ForbiddenClassError
+from ._checkpoint import PersisterClosedError as PersisterClosedError
+from ._checkpoint import UnknownClassError as UnknownClassError
+from ._loader import ClassLoader as ClassLoader
+from ._loader import class_identifier as class_identifier
+from ._persisters import FilePersister as FilePersister
+from ._persisters import InMemoryPersister as InMemoryPersister
+from ._persisters import PersistedCheckpoint as PersistedCheckpoint
+from ._persisters import Persister as Persister
+from ._persisters import SqlitePersister as SqlitePersister
