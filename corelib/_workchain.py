@@ -208,6 +208,11 @@ class WorkChain(Process):
         if outline is None:
             raise OutlineError(f"{cls.__qualname__} declares no outline")
         for name in sorted(step_names(outline) | condition_names(outline)):
+            if hasattr(WorkChain, name):
+                raise OutlineError(
+                    f"{cls.__qualname__} can't use {name!r} in its outline: "
+                    "the name is taken by WorkChain itself"
+                )
             if not callable(getattr(cls, name, None)):
                 raise OutlineError(
                     f"{cls.__qualname__} has no method {name!r} named in its outline"

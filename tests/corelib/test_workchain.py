@@ -240,6 +240,15 @@ def test_malformed_workchains() -> None:
     with pytest.raises(OutlineError, match=r"Missing has no method 'nope' named in its outline$"):
         Missing.spec()
 
+    class Reserved(WorkChain):
+        @classmethod
+        def define(cls, spec: Any) -> None:
+            super().define(spec)
+            spec.outline("run")
+
+    with pytest.raises(OutlineError, match=r"can't use 'run' in its outline: the name is taken"):
+        Reserved.spec()
+
 
 class Exposing(WorkChain):
     @classmethod
