@@ -64,6 +64,7 @@ __all__ = [
     "describe",
     "step_names",
     "condition_names",
+    "CompiledOutline",
 ]
 
 Cursor: TypeAlias = tuple[int, ...]
@@ -476,3 +477,38 @@ def describe(outline: Block, cursor: Cursor) -> str:
     instruction = locate(outline, cursor)
     parts.append(repr(instruction))
     return " > ".join(parts)
+
+
+@final
+class CompiledOutline:
+    """An outline with memoized :func:`locate` and :func:`advance`.
+
+    The outline never changes, so each (cursor, answer) is worked out once; a WorkChain class
+    shares one compiled outline between all its instances. Safe to share across threads (the
+    caches only ever gain entries, and any two computations of an entry agree).
+    """
+
+    __slots__ = ("_advance", "_locate", "outline", "start")
+
+    def __init__(self, outline: Block) -> None:
+        self.outline = outline
+        self.start: Cursor = start(outline)
+        self._locate: dict[Cursor, Instruction] = {}
+        self._advance: dict[tuple[Cursor, bool | None], Cursor] = {}
+
+    def locate(self, cursor: Cursor) -> Instruction:
+        """:func:`locate`, memoized."""
+        try:
+            return self._locate[cursor]
+        except KeyError:
+            instruction = self._locate[cursor] = locate(self.outline, cursor)
+            return instruction
+
+    def advance(self, cursor: Cursor, answer: bool | None = None) -> Cursor:
+        """:func:`advance`, memoized."""
+        key = (cursor, answer)
+        try:
+            return self._advance[key]
+        except KeyError:
+            nxt = self._advance[key] = advance(self.outline, cursor, answer)
+            return nxt

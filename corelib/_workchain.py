@@ -31,17 +31,15 @@ from ._errors import ProcessError
 from ._outline import (
     DONE,
     Block,
+    CompiledOutline,
     Cursor,
     Evaluate,
     OutlineError,
     Returned,
     RunStep,
-    advance,
     condition_names,
     if_,
-    locate,
     return_,
-    start,
     step_names,
     to_node,
     while_,
@@ -162,6 +160,7 @@ class WorkChainSpec(ProcessSpec):
     def __init__(self) -> None:
         super().__init__()
         self._outline: Block | None = None
+        self._compiled: CompiledOutline | None = None
 
     def outline(self, *instructions: Any) -> None:
         """Declare the outline: methods, ``if_``, ``while_``, ``return_``, in order."""
@@ -172,6 +171,16 @@ class WorkChainSpec(ProcessSpec):
     def get_outline(self) -> Block | None:
         """The outline, or ``None`` if none was declared."""
         return self._outline
+
+    @property
+    def compiled_outline(self) -> CompiledOutline:
+        """The outline with memoized navigation (built on first use)."""
+        compiled = self._compiled
+        if compiled is None:
+            if self._outline is None:
+                raise OutlineError("no outline was declared")
+            compiled = self._compiled = CompiledOutline(self._outline)
+        return compiled
 
 
 class WorkChain(Process):
@@ -264,33 +273,60 @@ class WorkChain(Process):
 
     # -- the outline driver -------------------------------------------------------------------
 
-    def _outline(self) -> Block:
-        outline = type(self).spec().get_outline()
-        assert outline is not None
-        return outline
+    def _navigator(self) -> CompiledOutline:
+        return type(self).spec().compiled_outline
 
-    async def run(self) -> Any:
+    def run(self) -> Any:
         """Start the outline (the first process step)."""
-        self._cursor = start(self._outline())
-        return await self._step()
+        self._cursor = self._navigator().start
+        return self._step()
 
-    async def _step(self) -> Any:
-        """Carry out outline instructions up to and including one step; return its command."""
-        outline = self._outline()
+    def _step(self) -> Any:
+        """Carry out outline instructions up to and including one step; return its command.
+
+        Sync as long as the steps and conditions are; the first awaitable one hands over to
+        :meth:`_step_async` (the driver awaits the coroutine this then returns).
+        """
+        nav = self._navigator()
         while True:
-            instruction = locate(outline, self._cursor)
-            if isinstance(instruction, Evaluate):
-                answer = await _call(getattr(self, instruction.name))
-                self._cursor = advance(outline, self._cursor, _truth(instruction.name, answer))
+            instruction = nav.locate(self._cursor)
+            if type(instruction) is Evaluate:
+                answer = getattr(self, instruction.name)()
+                if inspect.isawaitable(answer):
+                    return self._step_async(nav, answer)
+                self._cursor = nav.advance(self._cursor, _truth(instruction.name, answer))
                 continue
-            if isinstance(instruction, RunStep):
-                result = await _call(getattr(self, instruction.name))
-                self._cursor = advance(outline, self._cursor)
+            if type(instruction) is RunStep:
+                result = getattr(self, instruction.name)()
+                if inspect.isawaitable(result):
+                    return self._step_async(nav, result)
+                self._cursor = nav.advance(self._cursor)
                 return self._after_outline_step(result)
-            if isinstance(instruction, Returned):
+            if type(instruction) is Returned:
                 return instruction.exit_code
             assert instruction is DONE
             return None
+
+    async def _step_async(self, nav: CompiledOutline, pending: Any) -> Any:
+        """Like :meth:`_step`, after ``pending`` (what the instruction at the cursor returned)."""
+        while True:
+            instruction = nav.locate(self._cursor)
+            if pending is None:
+                if type(instruction) is Evaluate:
+                    pending = getattr(self, instruction.name)()
+                elif type(instruction) is RunStep:
+                    pending = getattr(self, instruction.name)()
+                elif type(instruction) is Returned:
+                    return instruction.exit_code
+                else:
+                    return None
+            value = await pending if inspect.isawaitable(pending) else pending
+            pending = None
+            if type(instruction) is Evaluate:
+                self._cursor = nav.advance(self._cursor, _truth(instruction.name, value))
+                continue
+            self._cursor = nav.advance(self._cursor)
+            return self._after_outline_step(value)
 
     def _after_outline_step(self, result: Any) -> Any:
         if isinstance(result, ToContext):
@@ -349,13 +385,6 @@ class WorkChain(Process):
         if inspect.isawaitable(target):
             return await target
         raise TypeError(f"can't wait for {target!r} in context key {awaited.key!r}")
-
-
-async def _call(method: Any) -> Any:
-    result = method()
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def _truth(name: str, value: Any) -> bool:
