@@ -312,9 +312,7 @@ class WorkChain(Process):
         while True:
             instruction = nav.locate(self._cursor)
             if pending is None:
-                if type(instruction) is Evaluate:
-                    pending = getattr(self, instruction.name)()
-                elif type(instruction) is RunStep:
+                if isinstance(instruction, Evaluate | RunStep):
                     pending = getattr(self, instruction.name)()
                 elif type(instruction) is Returned:
                     return instruction.exit_code
