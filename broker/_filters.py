@@ -55,7 +55,13 @@ class BroadcastFilter:
     filter does not match is never woken.
     """
 
-    __slots__ = ("_sender_filters", "_subject_filters", "_subscriber")
+    __slots__ = (
+        "_sender_filters",
+        "_sender_patterns",
+        "_subject_filters",
+        "_subject_patterns",
+        "_subscriber",
+    )
 
     def __init__(
         self, subscriber: Callable[..., Any], subject: Any = None, sender: Any = None
@@ -63,6 +69,8 @@ class BroadcastFilter:
         self._subscriber = subscriber
         self._subject_filters: list[Matcher] = []
         self._sender_filters: list[Matcher] = []
+        self._subject_patterns: list[Any] = []
+        self._sender_patterns: list[Any] = []
         if subject is not None:
             self.add_subject_filter(subject)
         if sender is not None:
@@ -80,14 +88,48 @@ class BroadcastFilter:
     def add_subject_filter(self, subject: Any) -> None:
         """Also accept subjects matching ``subject`` (OR with the existing subject filters)."""
         self._subject_filters.append(_compile(subject))
+        self._subject_patterns.append(subject)
 
     def add_sender_filter(self, sender: Any) -> None:
         """Also accept senders matching ``sender`` (OR with the existing sender filters)."""
         self._sender_filters.append(_compile(sender))
+        self._sender_patterns.append(sender)
 
     def matches(self, sender: Any, subject: Any) -> bool:
         """Whether a broadcast with this sender and subject passes the filter."""
         return _passes(self._subject_filters, subject) and _passes(self._sender_filters, sender)
+
+    def literal_senders(self) -> frozenset[Any] | None:
+        """The exact sender values this filter accepts, if its sender filters are all exact
+        (no ``*``, no regular expression, hashable); else ``None``. Used to index routing."""
+        if not self._sender_patterns:
+            return None
+        values = []
+        for pattern in self._sender_patterns:
+            if isinstance(pattern, re.Pattern) or (isinstance(pattern, str) and "*" in pattern):
+                return None
+            try:
+                hash(pattern)
+            except TypeError:
+                return None
+            values.append(pattern)
+        return frozenset(values)
+
+    def subject_heads(self) -> frozenset[str] | None:
+        """The first dotted word of every subject this filter accepts, if each subject filter
+        is a string pattern whose first word has no ``*``; else ``None``. Used to index
+        routing: ``"state_changed.*.finished"`` has the head ``"state_changed"``."""
+        if not self._subject_patterns:
+            return None
+        heads = []
+        for pattern in self._subject_patterns:
+            if not isinstance(pattern, str):
+                return None
+            head = pattern.split(".", 1)[0]
+            if "*" in head:
+                return None
+            heads.append(head)
+        return frozenset(heads)
 
     def is_filtered(self, sender: Any, subject: Any) -> bool:
         """Whether a broadcast with this sender and subject is filtered out (kiwipy's name)."""

@@ -43,7 +43,7 @@ from ._errors import (
     UnknownSubscriberError,
     UnroutableError,
 )
-from ._filters import BroadcastFilter
+from ._routing import BroadcastIndex
 
 __all__ = [
     "MemoryBroker",
@@ -321,8 +321,7 @@ class MemoryBroker:
         self._lock = threading.Lock()
         self._endpoints: dict[Endpoint, _EndpointState] = {}
         self._rpc: dict[str, tuple[Endpoint, Callable[..., Any]]] = {}
-        # copy-on-write snapshot read without the lock by senders
-        self._broadcast: tuple[tuple[Endpoint, tuple[Callable[..., Any], ...]], ...] = ()
+        self._broadcast = BroadcastIndex()
         self._queues: dict[str, _Queue] = {}
         self._serials = itertools.count(1)
 
@@ -344,8 +343,8 @@ class MemoryBroker:
                 return
             for key in state.rpc:
                 self._rpc.pop(key, None)
-            if state.broadcast:
-                self._rebuild_broadcast_locked()
+            for key in state.broadcast:
+                self._broadcast.remove((endpoint, key))
             sends, resolutions = [], []
             for consumer in state.tasks.values():
                 s, r = self._remove_consumer_locked(consumer)
@@ -404,7 +403,7 @@ class MemoryBroker:
             if key in state.broadcast:
                 raise DuplicateSubscriberError(f"broadcast subscriber {key!r} already exists")
             state.broadcast[key] = subscriber
-            self._rebuild_broadcast_locked()
+            self._broadcast.add((endpoint, key), subscriber)
         return key
 
     def remove_broadcast(self, endpoint: Endpoint, identifier: Any) -> None:
@@ -416,29 +415,29 @@ class MemoryBroker:
                     f"no broadcast subscriber {key!r} on this communicator"
                 )
             del state.broadcast[key]
-            self._rebuild_broadcast_locked()
-
-    def _rebuild_broadcast_locked(self) -> None:
-        self._broadcast = tuple(
-            (endpoint, tuple(state.broadcast.values()))
-            for endpoint, state in self._endpoints.items()
-            if state.broadcast
-        )
+            self._broadcast.remove((endpoint, key))
 
     def broadcast(self, payload: Any, sender: Any, subject: Any, correlation_id: Any) -> None:
-        """Deliver to every matching broadcast subscriber; filters run here, in the sender."""
+        """Deliver to every matching broadcast subscriber.
+
+        The routing index narrows the candidates under the lock; filters then run here, in
+        the sender's thread, so a subscriber whose filter does not match is never woken.
+        """
+        with self._lock:
+            candidates = self._broadcast.candidates(sender, subject)
+        per_endpoint: dict[Endpoint, list[Callable[..., Any]]] = {}
+        for route in candidates:
+            if route.filter is None or route.filter.matches(sender, subject):
+                targets = per_endpoint.get(route.endpoint)
+                if targets is None:
+                    per_endpoint[route.endpoint] = [route.target]
+                else:
+                    targets.append(route.target)
         gone = []
-        for endpoint, subscribers in self._broadcast:
-            matching = tuple(
-                s.subscriber if isinstance(s, BroadcastFilter) else s
-                for s in subscribers
-                if not isinstance(s, BroadcastFilter) or s.matches(sender, subject)
-            )
-            if not matching:
-                continue
+        for endpoint, targets in per_endpoint.items():
             try:
                 endpoint._deliver(
-                    BroadcastDelivery(matching, payload, sender, subject, correlation_id)
+                    BroadcastDelivery(tuple(targets), payload, sender, subject, correlation_id)
                 )
             except EndpointGone:
                 gone.append(endpoint)
