@@ -334,6 +334,12 @@ class LoopCommunicator(Communicator):
     async def _await_task(self, awaitable: Awaitable[Any], attempt: Attempt) -> None:
         # Cancellation means the consumer was removed or we are closing; either way the broker
         # already requeued the attempt, so a cancelled handler reports nothing.
+        if not attempt.live:
+            # removed between the call and this task's first step: don't start the work
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()
+            return
         scope = anyio.CancelScope()
         self._task_scopes[attempt] = scope
         try:
