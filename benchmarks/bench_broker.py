@@ -420,6 +420,25 @@ async def _rpc_client(
             while pending:
                 total += await _settle(pending.popleft())
             result["flight_per_s"] = cfg.flight_msgs / (perf_counter() - t_start)
+
+            # the async API with as many requests in flight: one task per outstanding call
+            per_task = max(1, cfg.flight_msgs // cfg.window)
+            task_total = 0
+
+            async def caller(base: int) -> None:
+                nonlocal task_total
+                for i in range(base, base + per_task):
+                    value = await comm.rpc_send(rid, i)  # read the total after the await
+                    task_total += value
+
+            t_start = perf_counter()
+            async with anyio.create_task_group() as tg:
+                for w in range(cfg.window):
+                    tg.start_soon(caller, w * per_task)
+            result["flight_tasks_per_s"] = per_task * cfg.window / (perf_counter() - t_start)
+            n = per_task * cfg.window
+            if task_total != n * (n + 1) // 2:
+                raise CaseError("rpc replies through 1000 awaiting tasks don't add up")
     if total != cfg.flight_msgs * (cfg.flight_msgs + 1) // 2:
         raise CaseError("rpc in-flight replies don't add up")
     return result
@@ -956,15 +975,19 @@ def report(
             None if r is None else r <= 2,
         )
     )
-    rate = _median(results.get("rpc a->a", []), "flight_per_s")
-    goals.append(
-        (
-            ">= 150,000 msgs/s across threads, 1000 in flight (a->a)",
-            rate,
-            f"{_fmt_rate(rate)} msgs/s",
-            None if rate is None else rate >= 150_000,
+    for metric, how in (
+        ("flight_per_s", "rpc_send_future window"),
+        ("flight_tasks_per_s", "1000 tasks awaiting rpc_send"),
+    ):
+        rate = _median(results.get("rpc a->a", []), metric)
+        goals.append(
+            (
+                f">= 150,000 msgs/s across threads, 1000 in flight (a->a), {how}",
+                rate,
+                f"{_fmt_rate(rate)} msgs/s",
+                None if rate is None else rate >= 150_000,
+            )
         )
-    )
     if plumpy_keys:
         for metric, what in (("seq_per_s", "sequential"), ("flight_per_s", "1000 in flight")):
             r = _ratio(results, "rpc a->a", plumpy_keys, metric)
