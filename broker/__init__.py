@@ -5,6 +5,8 @@ The in-process :class:`MemoryBroker` carries messages between threads; each
 it and runs its subscribers there. :class:`BlockingCommunicator` serves threads with no loop.
 """
 
+from ._amqp import AmqpCommunicator as AmqpCommunicator
+from ._amqp import BrokerUnavailableError as BrokerUnavailableError
 from ._blocking import BlockingCommunicator as BlockingCommunicator
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
@@ -32,10 +34,12 @@ from ._wakeup import wait_future as wait_future
 from .abc import Communicator as Communicator
 
 __all__ = [
+    "AmqpCommunicator",
     "BlockingCommunicator",
     "BroadcastFilter",
     "BrokerError",
     "BrokerStatistics",
+    "BrokerUnavailableError",
     "Codec",
     "CodecError",
     "Communicator",

@@ -1,13 +1,17 @@
 """Communicator backends for the conformance suite.
 
-Each entry of ``BACKENDS`` opens communicators that can talk to each other (same broker). The
-AMQP adapter adds its own entry when it exists; every test in ``test_conformance.py`` then runs
-against it too.
+Each ``comm_kind`` opens communicators that can talk to each other (same broker). Every test in
+``test_conformance.py`` runs against each of them: the in-memory broker (plain and strict) and,
+when RabbitMQ answers on 127.0.0.1 (or ``$PLUMIO_AMQP_URL``), the AMQP adapter.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -15,8 +19,52 @@ from broker import Communicator, LoopCommunicator, MemoryBroker
 
 CommFactory = Callable[[], Communicator]
 
+AMQP_URL = os.environ.get("PLUMIO_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+_amqp_problem: list[str] = []  # filled once per session: "" (answers) or why not
 
-@pytest.fixture(params=["memory", "memory-strict"])
+
+def amqp_unavailable() -> str:
+    """Why no AMQP broker can be used ("" if one answers). Checked once per session."""
+    if not _amqp_problem:
+        _amqp_problem.append(_probe_amqp())
+    return _amqp_problem[0]
+
+
+def _probe_amqp() -> str:
+    try:
+        import aio_pika  # noqa: F401
+    except ImportError:
+        return "aio-pika is not installed (pip install 'plumio[amqp]')"
+    url = urlsplit(AMQP_URL)
+    host, port = url.hostname or "127.0.0.1", url.port or 5672
+    try:
+        # a TCP connect plus the AMQP protocol header: a broker answers with connection.start
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.settimeout(2)
+            sock.sendall(b"AMQP\x00\x00\x09\x01")
+            frame = sock.recv(7)
+    except OSError as exc:
+        return f"no RabbitMQ answers on {host}:{port}: {exc}"
+    if frame[:1] != b"\x01":
+        return f"no RabbitMQ answers on {host}:{port}: unexpected reply {frame!r}"
+    return ""
+
+
+def require_amqp() -> None:
+    """Skip the calling test with a clear reason unless RabbitMQ answers."""
+    problem = amqp_unavailable()
+    if problem:
+        pytest.skip(problem)
+
+
+def amqp_namespace() -> str:
+    """A fresh namespace, so tests never see each other's queues."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(
+    params=["memory", "memory-strict", pytest.param("amqp", marks=pytest.mark.amqp)]
+)
 def comm_kind(request: pytest.FixtureRequest) -> str:
     return request.param  # type: ignore[no-any-return]
 
@@ -24,5 +72,14 @@ def comm_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def open_comm(comm_kind: str) -> CommFactory:
     """A factory of unopened communicators sharing one broker; open each with ``async with``."""
+    if comm_kind == "amqp":
+        require_amqp()
+        from broker._amqp import AmqpCommunicator
+
+        namespace = amqp_namespace()
+        # queue_expires: the test's durable queues vanish a while after the test
+        return lambda: AmqpCommunicator(
+            AMQP_URL, namespace=namespace, queue_expires=60, publish_timeout=5
+        )
     broker = MemoryBroker(strict=comm_kind == "memory-strict")
     return lambda: LoopCommunicator(broker)
