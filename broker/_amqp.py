@@ -793,15 +793,12 @@ class AmqpCommunicator(Communicator):
             self._pop_pending(correlation_id)
 
     def rpc_send_future(self, recipient_id: Any, msg: Any) -> concurrent.futures.Future[Any]:
-        """Publish an RPC and return a thread-safe future of its reply.
+        """Publish an RPC and return a thread-safe future of its reply; never blocks.
 
-        Unlike the memory backend this **blocks the calling thread** until RabbitMQ confirms
-        (or returns) the publish, at most ``publish_timeout`` seconds, so that an unknown
-        recipient raises :class:`~broker.UnroutableError` here, as the interface requires.
-
-        Raises:
-            UnroutableError: nobody subscribed ``recipient_id``.
-            BrokerUnavailableError: no connection, or no confirm in time.
+        Unlike the memory backend, an unknown recipient is only known once RabbitMQ returns
+        the (mandatory) publish, so :class:`~broker.UnroutableError` arrives through the
+        future, as does :class:`BrokerUnavailableError` when no confirm comes in time. Await
+        :meth:`rpc_send` to have it raised at the call.
         """
         io = self._check_open()
         if io.is_current():
@@ -810,18 +807,18 @@ class AmqpCommunicator(Communicator):
         key = recipient_id if type(recipient_id) is str else str(recipient_id)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         correlation_id = self._add_pending(future)
-        published = io.submit(io.publish_rpc, key, data, correlation_id)
-        try:
-            published.result(timeout=2 * self._publish_timeout + 1)
-        except concurrent.futures.TimeoutError:
-            self._pop_pending(correlation_id)
-            raise BrokerUnavailableError(
-                f"no confirm from {self.url} within {self._publish_timeout} s"
-            ) from None
-        except BaseException:
-            self._pop_pending(correlation_id)
-            raise
         future.add_done_callback(lambda _: self._pop_pending(correlation_id))
+
+        def published(done: concurrent.futures.Future[Any]) -> None:
+            if done.cancelled():
+                error: BaseException | None = BrokerUnavailableError("rpc publish was cancelled")
+            else:
+                error = done.exception()
+            if error is not None and not future.done():
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    future.set_exception(error)
+
+        io.submit(io.publish_rpc, key, data, correlation_id).add_done_callback(published)
         return future
 
     async def task_send(

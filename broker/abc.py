@@ -94,11 +94,13 @@ class Communicator(abc.ABC):
     def rpc_send_future(self, recipient_id: Any, msg: Any) -> concurrent.futures.Future[Any]:
         """Like :meth:`rpc_send` but return at once with a thread-safe future of the reply.
 
-        Callable from any thread. For callers that keep many requests in flight; await it with
-        :func:`broker.wait_future` or block on ``.result(timeout)`` from a plain thread.
+        Callable from any thread; never blocks. For callers that keep many requests in
+        flight; await it with :func:`broker.wait_future` or block on ``.result(timeout)`` from
+        a plain thread.
 
         Raises:
-            UnroutableError: nobody subscribed ``recipient_id``.
+            UnroutableError: nobody subscribed ``recipient_id`` (at once from the memory
+                broker; through the future from a backend that must ask a remote broker).
         """
 
     # -- tasks -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from broker import (
     MemoryBroker,
     RemoteError,
     TaskRejected,
+    UnroutableError,
     wait_future,
 )
 
@@ -195,3 +196,9 @@ async def test_communicator_cannot_be_reopened() -> None:
             pass
     with pytest.raises(Exception, match=r"^communicator 'x' is not open; use 'async with'$"):
         await LoopCommunicator(MemoryBroker(), name="x").rpc_send("a", 1)
+
+
+async def test_rpc_future_to_unknown_recipient_raises_at_the_call() -> None:
+    async with LoopCommunicator(MemoryBroker()) as comm:
+        with pytest.raises(UnroutableError, match=r"^unknown rpc recipient '42'$"):
+            comm.rpc_send_future(42, 1)
