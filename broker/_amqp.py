@@ -13,8 +13,7 @@ Two sides, two threads:
   asyncio loop, so a blocking step on the caller's loop never delays heartbeats, and aio-pika
   (asyncio-only) never sees trio. Consumer callbacks decode and validate each message there and
   post it to the caller's inbox (one non-blocking call-soon per burst). The caller side talks to
-  the I/O side only through ``call_soon_threadsafe`` (never a blocking call from a loop thread,
-  with one documented exception: :meth:`AmqpCommunicator.rpc_send_future`).
+  the I/O side only through ``call_soon_threadsafe``, never through a blocking call.
 
 Topology and envelope: see :mod:`broker._amqp_wire`. In short: RPC through a direct exchange
 (routing key = identifier, literal) to an exclusive queue per identifier, published mandatory
@@ -256,9 +255,9 @@ class AmqpCommunicator(Communicator):
 
     - Everything crosses the wire as JSON (like ``MemoryBroker(strict=True)``): a tuple arrives
       as a list, a payload JSON can't carry raises :class:`~broker.CodecError` at the send.
-    - :meth:`rpc_send_future` blocks the calling thread until the broker confirms the publish
-      (a local round trip; bounded by ``publish_timeout``), because the interface promises
-      :class:`~broker.UnroutableError` at once. On a loop thread prefer ``await rpc_send``.
+    - :meth:`rpc_send_future` reports an unknown recipient through the future (RabbitMQ
+      returns the mandatory publish a round trip later); ``await rpc_send`` raises it at the
+      call, as the memory broker does for both.
     - RPCs are at most once (acknowledged on receipt), as in kiwipy. Tasks are at least once:
       a task whose consumer died after replying but before its ack landed runs again (the
       second reply is dropped).
