@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._process import Process
 
-__all__ = ["ProcessListener", "fire_listeners"]
+__all__ = ["ProcessListener", "fire_listeners", "notify_listeners"]
 
 logger = logging.getLogger("corelib.process")
 
@@ -62,5 +62,17 @@ def fire_listeners(
     for listener in tuple(listeners):
         try:
             call(listener)
+        except Exception:
+            logger.exception("listener %r raised; ignored", listener)
+
+
+def notify_listeners(listeners: list[ProcessListener], method: str, *args: Any) -> None:
+    """Call ``listener.<method>(*args)`` for each listener, logging and swallowing any exception.
+
+    The same as :func:`fire_listeners`, without a closure per event (the process's hot path).
+    """
+    for listener in tuple(listeners):
+        try:
+            getattr(listener, method)(*args)
         except Exception:
             logger.exception("listener %r raised; ignored", listener)

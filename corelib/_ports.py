@@ -77,6 +77,9 @@ PortValidator: TypeAlias = Callable[[Any, "Port"], str | None]
 NamespaceValidator: TypeAlias = Callable[[AttributesFrozenDict, "PortNamespace"], str | None]
 """``validator(values, namespace)``: return an error message, or ``None`` if the values are fine."""
 
+_EMPTY: Final = AttributesFrozenDict()
+"""The parsed inputs of a namespace with no ports given nothing (shared: it is immutable)."""
+
 
 _repr = reprlib.Repr()
 _repr.maxstring = 60
@@ -755,6 +758,15 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
         Raises:
             PortValidationError: naming the full path of the first problem found.
         """
+        if (
+            not values
+            and (values is None or isinstance(values, Mapping))
+            and not self._ports
+            and self._validator is None
+        ):
+            # Nothing declared and nothing given (a process without inputs): the result is the
+            # empty mapping, which is immutable and so can be shared.
+            return _EMPTY
         return self._parse_given({} if values is None else values, self._name, _FULL_INPUTS)
 
     def validate_outputs(self, values: Mapping[str, Any] | None = None) -> AttributesFrozenDict:

@@ -1,37 +1,67 @@
-"""The Process base class: user hooks plus the async driver around the sans-IO state machine.
+"""The Process base class: user hooks plus the driver around the sans-IO state machine.
 
 Theory of operation
 -------------------
 
-A process owns a :class:`~corelib._states.ProcessStateMachine` and is driven by exactly one
-task, :meth:`Process._drive`, started by a :class:`~corelib._runner.Runner` in its task group.
-The driver is the only code that awaits; everything else here is synchronous and may be called
-from any task of the process's loop (never from another thread).
+A process owns a :class:`~corelib._states.ProcessStateMachine`. Everything here is synchronous
+and may be called from any task of the process's loop (never from another thread), except the
+two coroutines that await user code: :meth:`Process._drive` and the watcher of a wait.
 
-The driver's loop, until the state is terminal:
+**Advancing.** :meth:`Process._advance` is the heart of the driver and it never awaits. It moves
+the process as far as it can go without waiting, up to a step boundary:
 
-* **paused** -> park until played (or killed).
-* **CREATED** -> apply ``Start``; the next step is ``run``.
-* **WAITING** -> wait (inside a cancel scope) until resumed, by ``resume(value)`` or by the
-  awaitable given to ``Wait`` finishing; then apply ``Resume``. A pause does not stop the wait:
-  a paused process that gets resumed keeps the value and continues after ``play()``.
-* **RUNNING** -> run the next step (sync or async) inside its own cancel scope, map what it
-  returned to an event, apply it, then apply a pending pause; then yield to the loop
-  (``checkpoint``) so that long chains of sync steps share the loop fairly.
+* **paused**, or **WAITING** and not yet resumed, or **terminal** -> nothing to do: it says
+  *let go* (``False``);
+* **CREATED** -> apply ``Start``; the next step is ``run``;
+* **WAITING**, resumed -> apply ``Resume`` (or ``Fail`` if the awaited thing raised);
+* **RUNNING** -> call the next step. A sync step runs to its end here; what it returned is
+  mapped to an event and applied, then a pending pause. The answer is *go on after a yield*
+  (``True``) unless the process can't go on. An ``async`` step is not run: its coroutine is
+  returned, for a driver that can await it.
 
-Control requests (``pause``/``play``/``kill``) are plain sync methods. Each asks
+**Drivers.** Whoever advances a process is its driver (``statistics().driving``); there is at
+most one at a time. A driver calls ``_advance`` again after a yield (``checkpoint``), so that
+long chains of sync steps share the loop fairly, but not after the last step of a process
+that has terminated. The drivers are:
+
+* the runner's **pump**, one task per :class:`~corelib.Runner` that advances the queued
+  processes round-robin, one step boundary per turn, and yields after each round (so every
+  process still yields between two of its steps). It drives every submitted process, so a
+  process made of sync steps costs no task of its own. When ``_advance`` returns a coroutine,
+  the pump hands the process to a new task of the runner that runs :meth:`Process._drive`;
+* :meth:`Process._drive`, which awaits an async step inside a cancel scope (created only for
+  async steps: a sync step can't be interrupted anyway) and keeps advancing in its task. It
+  is also what :meth:`Runner.start` runs in a task, and what :meth:`Runner.run` runs inline in
+  the calling task.
+
+**Letting go (parking).** When ``_advance`` says *let go* and the process is not terminal, it
+is blocked on an external request (``play`` or ``resume``). The driver returns: a parked
+process holds no task, cancel scope or coroutine frame, only its own small state. The
+request that unblocks it (``resume(value)``, ``play()``) hands it back to the runner's pump
+queue (:meth:`Process._wakeup`); ``kill()`` simply ends it. The runner counts its parked
+processes and keeps its pump task alive while there are any, so that leaving the runner
+still waits for them and cancelling the runner kills them. Waiting on an awaitable uses one
+watcher task of the runner, which awaits it in a cancel scope and calls ``resume`` with its
+value (resuming by hand, or killing, cancels the watcher). The awaitable is awaited from the
+moment the process enters WAITING, paused or not: a pause does not stop a wait, and a paused
+process that gets resumed keeps the value and continues after ``play()``.
+
+**Control requests** (``pause``/``play``/``kill``) are plain sync methods. Each asks
 :func:`~corelib._states.decide` what to do and returns a :class:`ControlHandle`, an awaitable
 that always resolves to a :class:`ControlOutcome`:
 
 * acting *now* is done synchronously in the caller (e.g. ``kill()`` moves to KILLED before it
-  returns) and the driver is woken by cancelling whatever scope it sits in;
-* acting *at step end* is recorded as a pending request and settled by the driver when the
-  step returns. A graceful kill also cancels the step's scope, so an async step stops at its
-  next ``await``; a sync step runs to its end.
+  returns): a parked process is released, a watcher or an async step being awaited is
+  cancelled (an async step whose coroutine did not start yet is never started), and a queued
+  process is dropped by the pump when its turn comes;
+* acting *at step end* is recorded as a pending request and settled when the step returns.
+  A graceful kill also cancels the step's scope, so an async step stops at its next
+  ``await``; a sync step runs to its end.
 
 Invariants: a terminal state is never left (a force-killed step's result is discarded); every
-handle is resolved at the latest when the process terminates; the driver leaves no task
-behind (the wait on an awaitable runs in a task group inside the wait's cancel scope).
+handle is resolved at the latest when the process terminates; every task (pump, step driver,
+watcher) belongs to the runner's task group, or is the caller's own (``Runner.run``), and
+none outlives the process's need of it.
 """
 
 from __future__ import annotations
@@ -40,14 +70,14 @@ import contextlib
 import contextvars
 import inspect
 import logging
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+import os
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final
 
 import anyio
 import anyio.lowlevel
 import attrs
-from anyio.abc import TaskStatus
 
 from ._errors import (
     InvalidTransitionError,
@@ -58,7 +88,7 @@ from ._errors import (
 )
 from ._exit_code import ExitCode
 from ._frozen import AttributesFrozenDict
-from ._listener import ProcessListener, fire_listeners
+from ._listener import ProcessListener, notify_listeners
 from ._spec import ProcessSpec
 from ._states import (
     NO_VALUE,
@@ -107,6 +137,11 @@ _CURRENT: contextvars.ContextVar[Process | None] = contextvars.ContextVar(
 )
 
 _Call = tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any]]
+
+_NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
+
+_CREATED, _RUNNING, _WAITING = ProcessState.CREATED, ProcessState.RUNNING, ProcessState.WAITING
+_FINISHED, _EXCEPTED, _KILLED = ProcessState.FINISHED, ProcessState.EXCEPTED, ProcessState.KILLED
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,11 +238,13 @@ class ProcessStatistics:
         state: the current state.
         paused: the paused flag.
         launched: whether the process was handed to a runner.
-        driving: whether its driver task is running.
+        driving: whether something advances it: it is queued in its runner's pump, or a task
+            (a task of its runner, or the caller of ``Runner.run``) runs it. ``False`` once
+            its driver let go of it: it terminated, or it is blocked.
         stepping: whether a step (user code) is running right now.
-        blocked: whether the driver can only go on after an external request: parked while
-            paused (needs ``play``) or waiting and not yet resumed (needs ``resume`` or the
-            awaitable).
+        blocked: whether it can only go on after an external request: parked while paused
+            (needs ``play``) or waiting and not yet resumed (needs ``resume`` or the
+            awaitable). A blocked process holds no task.
         pause_pending: a pause waits for the running step to end.
         kill_pending: a graceful kill waits for the running step to end.
     """
@@ -248,15 +285,43 @@ class Process:
     a terminal state (and from ``on_kill``/``on_except``), where it is logged so that the
     terminal state stands.
 
+    The base class declares ``__slots__`` to keep parked processes small; a subclass without
+    ``__slots__`` gets a ``__dict__`` as usual, so subclasses may add any attributes.
+
     Args:
         inputs: raw inputs; validated against the spec (defaults applied). The mapping is not
             changed or kept.
-        pid: the process id; a fresh ``uuid4().hex`` by default.
+        pid: the process id; by default 32 fresh random hex digits (like ``uuid4().hex``).
         listeners: listeners to attach from the start (they get ``on_process_created``).
 
     Raises:
         PortValidationError: the inputs do not match the spec; the message names the port path.
     """
+
+    __slots__ = (
+        "__weakref__",
+        "_driving",
+        "_exception",
+        "_inputs",
+        "_listeners",
+        "_machine",
+        "_next_call",
+        "_outputs",
+        "_outputs_view",
+        "_pending_kill",
+        "_pending_pause",
+        "_pid",
+        "_resume_value",
+        "_resumed",
+        "_runner",
+        "_step_scope",
+        "_stepping",
+        "_terminated_event",
+        "_wait_error",
+        "_wait_next",
+        "_watch_pending",
+        "_watch_scope",
+    )
 
     _SPEC_ATTRIBUTE: ClassVar[str] = "_corelib_process_spec"
 
@@ -301,11 +366,12 @@ class Process:
     ) -> None:
         spec = type(self).spec()
         self._inputs: AttributesFrozenDict = spec.validate_inputs(inputs)
-        self._pid: str = uuid.uuid4().hex if pid is None else pid
+        self._pid: str = os.urandom(16).hex() if pid is None else pid
         self._machine = ProcessStateMachine()
-        self._outputs: dict[str, Any] = {}
+        # Made on first use: most processes have no listeners, and many no outputs.
+        self._outputs: dict[str, Any] | None = None
         self._outputs_view: AttributesFrozenDict | None = None
-        self._listeners: list[ProcessListener] = list(listeners)
+        self._listeners: list[ProcessListener] | None = list(listeners) if listeners else None
         self._exception: BaseException | None = None
 
         # driver
@@ -314,14 +380,12 @@ class Process:
         self._stepping = False
         self._next_call: _Call | None = None
         self._step_scope: anyio.CancelScope | None = None
-        self._block_scope: anyio.CancelScope | None = None
-        self._blocked_on: str | None = None
-        self._wake: anyio.Event | None = None
         self._terminated_event: anyio.Event | None = None
 
         # waiting
-        self._awaitable: object = None
         self._wait_next: Callable[..., Any] | None = None
+        self._watch_pending = False  # a watcher task was spawned and has not started yet
+        self._watch_scope: anyio.CancelScope | None = None
         self._resumed = False
         self._resume_value: Any = NO_VALUE
         self._wait_error: Exception | None = None
@@ -331,7 +395,8 @@ class Process:
         self._pending_kill: tuple[ControlHandle, str | None] | None = None
 
         self.on_create()
-        fire_listeners(self._listeners, lambda listener: listener.on_process_created(self))
+        if self._listeners:
+            notify_listeners(self._listeners, "on_process_created", self)
 
     def __repr__(self) -> str:
         paused = " paused" if self.paused else ""
@@ -353,7 +418,7 @@ class Process:
     def outputs(self) -> AttributesFrozenDict:
         """The outputs emitted so far, nested by namespace; an immutable snapshot."""
         if self._outputs_view is None:
-            self._outputs_view = AttributesFrozenDict(self._outputs)
+            self._outputs_view = AttributesFrozenDict(self._outputs or _NOTHING)
         return self._outputs_view
 
     @property
@@ -466,30 +531,38 @@ class Process:
             launched=self._runner is not None,
             driving=self._driving,
             stepping=self._stepping,
-            blocked=self._is_blocked(),
+            blocked=self._is_parked(),
             pause_pending=self._pending_pause is not None,
             kill_pending=self._pending_kill is not None,
         )
 
-    def _is_blocked(self) -> bool:
-        if self._block_scope is None:
-            return False
-        if self._blocked_on == "play":
-            return self._machine.paused
-        if self._blocked_on == "resume":
-            return not self._resumed and self._machine.state is ProcessState.WAITING
-        return False
+    def _is_parked(self) -> bool:
+        # A launched process that no driver holds is parked until a request unblocks it (and
+        # once its watcher, if it waits on an awaitable, is awaiting it).
+        return (
+            self._runner is not None
+            and not self._driving
+            and not self._watch_pending
+            and not self._machine.state.terminal
+        )
 
     # -- listeners ----------------------------------------------------------------------------
 
     def add_process_listener(self, listener: ProcessListener) -> None:
         """Attach ``listener``; events from now on are reported to it."""
+        if self._listeners is None:
+            self._listeners = []
         self._listeners.append(listener)
 
     def remove_process_listener(self, listener: ProcessListener) -> None:
         """Detach ``listener`` (no error if it was not attached)."""
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
+        if self._listeners is not None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+    def _notify(self, method: str, *args: Any) -> None:
+        if self._listeners:
+            notify_listeners(self._listeners, method, self, *args)
 
     # -- outputs ------------------------------------------------------------------------------
 
@@ -509,6 +582,8 @@ class Process:
             raise ProcessStateError(f"can't emit output {output_port!r} in state {state.name}")
         type(self).spec().validate_output(output_port, value)
         *parents, leaf = output_port.split(".")
+        if self._outputs is None:
+            self._outputs = {}
         target = self._outputs
         for name in parents:
             child = target.get(name)
@@ -518,9 +593,7 @@ class Process:
         target[leaf] = value
         self._outputs_view = None
         self.on_output_emitted(output_port, value)
-        fire_listeners(
-            self._listeners, lambda listener: listener.on_output_emitted(self, output_port, value)
-        )
+        self._notify("on_output_emitted", output_port, value)
 
     # -- children -----------------------------------------------------------------------------
 
@@ -619,7 +692,8 @@ class Process:
         """Resume a waiting process; ``value`` becomes the argument of its next step.
 
         Idempotent: only the first resume of a wait counts (a value that arrives while the
-        process is paused is kept until it is played).
+        process is paused is kept until it is played). Resuming a process that waits on an
+        awaitable stops awaiting it.
 
         Returns:
             ``True`` if this call resumed the wait, ``False`` if it was already resumed.
@@ -628,19 +702,19 @@ class Process:
             InvalidTransitionError: the process is not WAITING.
         """
         state = self._machine.state
-        if state is not ProcessState.WAITING:
+        if state is not _WAITING:
             raise InvalidTransitionError("Resume", state.name)
         return self._deliver(value)
 
     def _apply_pause(self, msg: str | None) -> None:
-        self._machine.process(Pause(msg))
+        self._machine.apply(Pause(msg))
         self._call_hook(self.on_paused, msg)
-        fire_listeners(self._listeners, lambda listener: listener.on_process_paused(self))
+        self._notify("on_process_paused")
 
     def _apply_play(self) -> None:
-        self._machine.process(Play())
+        self._machine.apply(Play())
         self._call_hook(self.on_played)
-        fire_listeners(self._listeners, lambda listener: listener.on_process_played(self))
+        self._notify("on_process_played")
         self._wakeup()
 
     def _supersede_pending_kill(self) -> None:
@@ -661,15 +735,15 @@ class Process:
         except Exception:
             logger.exception("hook %s of process %s raised; ignored", hook.__name__, self._pid)
 
-    def _wakeup(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-
     def _deliver(self, value: Any) -> bool:
         if self._resumed:
             return False
         self._resumed = True
         self._resume_value = value
+        # The wait is over: a watcher still awaiting the awaitable stops.
+        self._watch_pending = False
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
         self._wakeup()
         return True
 
@@ -692,24 +766,24 @@ class Process:
         machine = self._machine
         old = machine.state
         new = machine.next_state(event)
-        moves = len(machine.history)
+        moves = machine.moves
         try:
-            if old is ProcessState.RUNNING:
+            if old is _RUNNING:
                 self.on_exit_running()
-            elif old is ProcessState.WAITING:
+            elif old is _WAITING:
                 self.on_exit_waiting()
-            if moves != len(machine.history):
+            if moves != machine.moves:
                 return
             self._entering_hook(event)
         except Exception as exc:
-            if new in (ProcessState.EXCEPTED, ProcessState.KILLED):
+            if new is _EXCEPTED or new is _KILLED:
                 logger.exception("hook of process %s raised entering %s", self._pid, new.value)
             else:
                 self._fail(exc)
                 return
-        if moves != len(machine.history):
+        if moves != machine.moves:
             return
-        machine.process(event)
+        machine.apply(event)
         moves += 1
         try:
             self._entered_hooks(new)
@@ -719,7 +793,7 @@ class Process:
             else:
                 self._fail(exc)
                 return
-        if new.terminal and moves == len(machine.history):
+        if new.terminal and moves == machine.moves:
             self._call_hook(self.on_terminated)
             self._on_terminal()
 
@@ -732,48 +806,48 @@ class Process:
         self._transition(Fail.from_exception(exc))
 
     def _entering_hook(self, event: Event) -> None:
-        match event:
-            case Start() | Continue() | Resume():
-                self.on_run()
-            case Wait():
-                self.on_wait()
-            case Finish(result=result, successful=successful):
-                self.on_finish(result, successful)
-            case Fail(type_name=type_name, message=message):
-                self.on_except(type_name, message)
-            case Kill(message=message):
-                self.on_kill(message)
+        # The event classes are final, so comparing types is an isinstance check.
+        kind = type(event)
+        if kind is Start or kind is Continue or kind is Resume:
+            self.on_run()
+        elif kind is Finish:
+            assert isinstance(event, Finish)
+            self.on_finish(event.result, event.successful)
+        elif kind is Wait:
+            self.on_wait()
+        elif kind is Fail:
+            assert isinstance(event, Fail)
+            self.on_except(event.type_name, event.message)
+        elif kind is Kill:
+            assert isinstance(event, Kill)
+            self.on_kill(event.message)
 
     def _entered_hooks(self, new: ProcessState) -> None:
-        moves = len(self._machine.history)
-
-        def fire(call: Callable[[ProcessListener], object]) -> None:
-            fire_listeners(self._listeners, call)
-
-        data = self._machine.data
-        match new:
-            case ProcessState.RUNNING:
-                fire(lambda listener: listener.on_process_running(self))
-                hook: Callable[[], None] = self.on_running
-            case ProcessState.WAITING:
-                fire(lambda listener: listener.on_process_waiting(self))
-                hook = self.on_waiting
-            case ProcessState.FINISHED:
-                fire(lambda listener: listener.on_process_finished(self, self.outputs))
-                hook = self.on_finished
-            case ProcessState.EXCEPTED:
-                assert isinstance(data, Excepted)
-                reason = f"{data.type_name}: {data.message}"
-                fire(lambda listener: listener.on_process_excepted(self, reason))
-                hook = self.on_excepted
-            case ProcessState.KILLED:
-                assert isinstance(data, Killed)
-                message = data.message
-                fire(lambda listener: listener.on_process_killed(self, message))
-                hook = self.on_killed
-            case _:  # pragma: no cover - CREATED is never entered by a move
-                return
-        if moves == len(self._machine.history):
+        machine = self._machine
+        moves = machine.moves
+        if new is _RUNNING:
+            self._notify("on_process_running")
+            hook: Callable[[], None] = self.on_running
+        elif new is _FINISHED:
+            if self._listeners:
+                self._notify("on_process_finished", self.outputs)
+            hook = self.on_finished
+        elif new is _WAITING:
+            self._notify("on_process_waiting")
+            hook = self.on_waiting
+        elif new is _EXCEPTED:
+            data = machine.data
+            assert isinstance(data, Excepted)
+            self._notify("on_process_excepted", f"{data.type_name}: {data.message}")
+            hook = self.on_excepted
+        elif new is _KILLED:
+            data = machine.data
+            assert isinstance(data, Killed)
+            self._notify("on_process_killed", data.message)
+            hook = self.on_killed
+        else:  # pragma: no cover - CREATED is never entered by a move
+            return
+        if moves == machine.moves:
             hook()
 
     def _on_terminal(self) -> None:
@@ -784,17 +858,18 @@ class Process:
         if self._pending_kill is not None:
             self._pending_kill[0]._resolve(False, f"process already {state.value}")
             self._pending_kill = None
-        for scope in (self._step_scope, self._block_scope):
+        for scope in (self._step_scope, self._watch_scope):
             if scope is not None:
                 scope.cancel()
-        self._discard_awaitable()
+        self._watch_pending = False
+        # Drop what the process no longer needs (bound methods refer back to it).
         self._next_call = None
+        self._wait_next = None
+        self._resume_value = NO_VALUE
         if self._terminated_event is not None:
             self._terminated_event.set()
-
-    def _discard_awaitable(self) -> None:
-        awaitable, self._awaitable = self._awaitable, None
-        _close_unstarted(awaitable)
+        if self._runner is not None:
+            self._runner._terminated(self)
 
     # -- the driver ---------------------------------------------------------------------------
 
@@ -803,15 +878,135 @@ class Process:
             raise ProcessStateError(f"process {self._pid} was already launched")
 
     def _bind(self, runner: Runner) -> None:
+        """Launch the process in ``runner``; the caller is its first driver."""
         self._check_not_launched()
         self._runner = runner
-
-    async def _drive(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the process until it is terminal. Started once, by the runner."""
         self._driving = True
-        task_status.started()
+
+    def _can_go_on(self) -> bool:
+        """Whether a driver can advance the process now (not terminal, paused or waiting)."""
+        machine = self._machine
+        if machine.paused:
+            return False
+        state = machine.state
+        if state is _WAITING:
+            return self._resumed
+        return not state.terminal
+
+    def _wakeup(self) -> None:
+        """Hand a parked process back to its runner if it can go on now."""
+        if not self._driving and self._runner is not None and self._can_go_on():
+            self._driving = True
+            self._runner._unpark(self)
+
+    def _let_go(self) -> None:
+        """Called by a driver that stops driving: the process is terminal or parks."""
+        self._driving = False
+        runner = self._runner
+        assert runner is not None
+        if self._machine.state.terminal:
+            runner._forget(self)
+        else:
+            runner._park(self)
+
+    def _advance(self) -> Coroutine[Any, Any, Any] | bool:
+        """Advance without awaiting, up to the next step boundary (see the module docstring).
+
+        Returns:
+            ``True``: a step ended and the process can go on (after a yield); ``False``: it
+            can't go on (terminal, paused, or waiting); or the coroutine of an async step,
+            which the caller must await with :meth:`_await_step`.
+        """
+        machine = self._machine
+        while True:
+            if machine.paused:
+                return False
+            state = machine.state
+            if state is _RUNNING:
+                break
+            if state is _CREATED:
+                self._next_call = (self.run, (), _NOTHING)
+                self._transition(Start())
+            elif state is _WAITING and self._resumed:
+                error, self._wait_error = self._wait_error, None
+                if error is not None:
+                    self._fail(error)
+                    continue
+                value, self._resume_value = self._resume_value, NO_VALUE
+                next_step, self._wait_next = self._wait_next, None
+                assert next_step is not None
+                self._next_call = (next_step, () if value is NO_VALUE else (value,), _NOTHING)
+                self._transition(Resume(value))
+            else:
+                return False
+        call, self._next_call = self._next_call, None
+        assert call is not None
+        fn, args, kwargs = call
+        result: Any = None
+        error = None
+        token = _CURRENT.set(self)
+        self._stepping = True
         try:
-            await self._step_until_terminated()
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
+        except Exception as exc:
+            error = exc
+        except BaseException:
+            self._stepping = False
+            raise
+        finally:
+            _CURRENT.reset(token)
+        if error is None and inspect.iscoroutine(result):
+            return result  # still stepping
+        self._stepping = False
+        self._after_step(result, error)
+        return self._can_go_on()
+
+    async def _await_step(self, step: Coroutine[Any, Any, Any]) -> None:
+        """Await an async step's coroutine (from :meth:`_advance`) in a scope kills cancel."""
+        result: Any = None
+        error: Exception | None = None
+        token = _CURRENT.set(self)
+        try:
+            if self._machine.state.terminal:
+                # Force-killed before the coroutine started: don't start it.
+                step.close()
+            else:
+                with anyio.CancelScope() as scope:
+                    self._step_scope = scope
+                    if self._pending_kill is not None:
+                        scope.cancel()  # it stops at its first await
+                    try:
+                        result = await step
+                    except Exception as exc:
+                        error = exc
+        finally:
+            self._step_scope = None
+            self._stepping = False
+            _CURRENT.reset(token)
+            _close_unstarted(step)
+        self._after_step(result, error)
+
+    async def _drive(self, step: Coroutine[Any, Any, Any] | None = None) -> None:
+        """Drive the process in the current task until it is terminal or parks.
+
+        ``step`` is the coroutine of an async step to await first (handed over by the
+        runner's pump). The caller must be the process's driver (``_driving`` is set).
+        """
+        try:
+            while True:
+                if step is not None:
+                    await self._await_step(step)
+                    step = None
+                    if not self._can_go_on():
+                        break
+                    await anyio.lowlevel.checkpoint()
+                advanced = self._advance()
+                if advanced is False:
+                    break
+                if advanced is True:
+                    await anyio.lowlevel.checkpoint()
+                else:
+                    step = advanced
         except anyio.get_cancelled_exc_class():
             # The runner (or an enclosing scope) was cancelled: the process cannot go on, and
             # leaving it non-terminal would hang everyone awaiting it.
@@ -819,107 +1014,43 @@ class Process:
                 self._kill_now("killed by cancellation")
             raise
         except Exception as exc:  # pragma: no cover - a driver bug; never leave it hanging
-            logger.exception("driver of process %s failed", self._pid)
-            if not self._machine.state.terminal:
-                self._fail(exc)
+            self._driver_failed(exc)
         finally:
-            self._driving = False
-            if self._runner is not None:
-                self._runner._forget(self)
+            self._let_go()
 
-    async def _step_until_terminated(self) -> None:
-        machine = self._machine
-        while not machine.state.terminal:
-            if machine.paused:
-                await self._block("play", lambda: not machine.paused)
-                continue
-            match machine.state:
-                case ProcessState.CREATED:
-                    self._next_call = (self.run, (), {})
-                    self._transition(Start())
-                case ProcessState.WAITING:
-                    if not self._resumed:
-                        await self._wait_for_resume()
-                    elif self._wait_error is not None:
-                        self._fail(self._wait_error)
-                    else:
-                        assert self._wait_next is not None
-                        value = self._resume_value
-                        args = () if value is NO_VALUE else (value,)
-                        self._next_call = (self._wait_next, args, {})
-                        self._discard_awaitable()
-                        self._transition(Resume(value))
-                case ProcessState.RUNNING:
-                    await self._run_step()
-                    # Let other tasks run between steps, so that many processes made of sync
-                    # steps share the loop fairly.
-                    await anyio.lowlevel.checkpoint()
+    def _driver_failed(self, exc: Exception) -> None:  # pragma: no cover - a driver bug
+        logger.exception("driver of process %s failed", self._pid, exc_info=exc)
+        if not self._machine.state.terminal:
+            self._fail(exc)
 
-    async def _block(self, on: str, until: Callable[[], bool]) -> None:
-        """Sleep until ``until()`` holds; woken by ``_wakeup``, ended early by a kill."""
+    async def _watch(self, awaitable: object, wait: int) -> None:
+        """Await what wait number ``wait`` names and resume with its value (a runner task).
+
+        ``wait`` is the machine's move count when the process entered WAITING; it changes
+        when the wait ends, so a watcher that outlived its wait does nothing.
+        """
+        if self._machine.moves != wait or self._resumed:
+            _close_unstarted(awaitable)  # the wait ended before this task started
+            return
+        self._watch_pending = False
+        value: Any = NO_VALUE
+        error: Exception | None = None
         with anyio.CancelScope() as scope:
-            self._block_scope = scope
-            self._blocked_on = on
+            self._watch_scope = scope
             try:
-                while not until():
-                    wake = self._wake = anyio.Event()
-                    await wake.wait()
+                value = await _await_any(awaitable)
+            except Exception as exc:
+                error = exc
             finally:
-                self._block_scope = None
-                self._blocked_on = None
-                self._wake = None
-
-    async def _wait_for_resume(self) -> None:
-        awaitable, self._awaitable = self._awaitable, None
-        with anyio.CancelScope() as scope:
-            self._block_scope = scope
-            try:
-                async with anyio.create_task_group() as tg:
-                    if awaitable is not None:
-                        tg.start_soon(self._await_awaitable, awaitable)
-                    self._blocked_on = "resume"
-                    while not self._resumed:
-                        wake = self._wake = anyio.Event()
-                        await wake.wait()
-                    # Resumed (by resume() or the awaitable): stop awaiting the awaitable.
-                    tg.cancel_scope.cancel()
-            finally:
-                self._block_scope = None
-                self._blocked_on = None
-                self._wake = None
-                # A coroutine whose task was cancelled before it started must still be closed.
+                if self._watch_scope is scope:
+                    self._watch_scope = None
                 _close_unstarted(awaitable)
-
-    async def _await_awaitable(self, awaitable: object) -> None:
-        try:
-            value = await _await_any(awaitable)
-        except Exception as exc:
-            self._deliver_error(exc)
+        if scope.cancel_called or self._machine.moves != wait:
+            return  # resumed by hand, or killed
+        if error is not None:
+            self._deliver_error(error)
         else:
             self._deliver(value)
-
-    async def _run_step(self) -> None:
-        call, self._next_call = self._next_call, None
-        assert call is not None
-        fn, args, kwargs = call
-        result: Any = None
-        error: Exception | None = None
-        token = _CURRENT.set(self)
-        self._stepping = True
-        try:
-            with anyio.CancelScope() as scope:
-                self._step_scope = scope
-                try:
-                    result = fn(*args, **kwargs)
-                    if inspect.iscoroutine(result):
-                        result = await result
-                except Exception as exc:
-                    error = exc
-        finally:
-            self._step_scope = None
-            self._stepping = False
-            _CURRENT.reset(token)
-        self._after_step(result, error)
 
     def _after_step(self, result: Any, error: Exception | None) -> None:
         machine = self._machine
@@ -927,12 +1058,14 @@ class Process:
             # Force-killed (or killed by a hook) while the step ran: its outcome is ignored.
             if error is not None:
                 logger.debug("process %s: step error after kill ignored: %r", self._pid, error)
+            _discard(result)
             return
         if self._pending_kill is not None:
             handle, msg = self._pending_kill
             self._pending_kill = None
             self._kill_now(msg)
             handle._resolve(True, "killed")
+            _discard(result)
             return
         if error is not None:
             self._fail(error)
@@ -948,30 +1081,38 @@ class Process:
             handle._resolve(True, "paused")
 
     def _apply_result(self, result: Any) -> None:
-        match result:
-            case Continue(fn=fn, args=args, kwargs=kwargs):
-                self._next_call = (fn, args, kwargs)
-                self._transition(result)
-            case Wait(awaitable=awaitable, next_step=next_step):
-                _check_awaitable(awaitable)
-                self._awaitable = awaitable
-                self._wait_next = next_step
-                self._resumed = False
-                self._resume_value = NO_VALUE
-                self._wait_error = None
-                self._transition(result)
-            case Kill():
-                self._transition(result)
-            case Event():
-                raise TypeError(f"a step can't return {type(result).__name__}")
-            case ExitCode():
-                self._finish(result, result.successful)
-            case _:
-                self._finish(result, True)
+        kind = type(result)
+        if kind is Continue:
+            self._next_call = (result.fn, result.args, result.kwargs)
+            self._transition(result)
+        elif kind is Wait:
+            awaitable = result.awaitable
+            _check_awaitable(awaitable)
+            self._wait_next = result.next_step
+            self._resumed = False
+            self._resume_value = NO_VALUE
+            self._wait_error = None
+            self._transition(result)
+            if awaitable is None:
+                return
+            machine = self._machine
+            if machine.state is _WAITING and not self._resumed:
+                self.runner._spawn(self._watch, awaitable, machine.moves, name=f"wait {self._pid}")
+                self._watch_pending = True
+            else:
+                _close_unstarted(awaitable)  # the wait ended at once (e.g. a hook killed it)
+        elif kind is Kill:
+            self._transition(result)
+        elif isinstance(result, Event):
+            raise TypeError(f"a step can't return {kind.__name__}")
+        elif isinstance(result, ExitCode):
+            self._finish(result, result.successful)
+        else:
+            self._finish(result, True)
 
     def _finish(self, result: Any, successful: bool) -> None:
         if successful:
-            missing = type(self).spec().missing_required_outputs(self._outputs)
+            missing = type(self).spec().missing_required_outputs(self._outputs or _NOTHING)
             if missing:
                 result = ExitCode(
                     MISSING_OUTPUTS_STATUS,
@@ -1045,6 +1186,12 @@ def _close_unstarted(awaitable: object) -> None:
     """Close a coroutine that was never started, so it is not reported as never awaited."""
     if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == "CORO_CREATED":
         awaitable.close()
+
+
+def _discard(result: Any) -> None:
+    """Drop what a step returned after the process was killed (closing a ``Wait``'s coroutine)."""
+    if type(result) is Wait:
+        _close_unstarted(result.awaitable)
 
 
 def _check_awaitable(awaitable: object) -> None:

@@ -1,21 +1,36 @@
 """The runner: owns the task group in which processes run, plus ``run``/``run_sync``.
 
-Every process runs as one task of a runner's task group; nothing is fire-and-forget. Leaving
-the runner's ``async with`` block waits until every process it runs has terminated (kill them,
-e.g. with :meth:`Runner.kill_all`, to leave early). If the block is cancelled or raises, the
-task group cancels the processes: each one is then KILLED with the message
-``"killed by cancellation"`` so that nobody awaiting it hangs.
+Every process runs inside a runner's task group (or, for :meth:`Runner.run`, in the task that
+awaits it); nothing is fire-and-forget. The runner's tasks are:
+
+* the **pump**, a single task that advances every queued process round-robin, one step
+  boundary per turn, and yields to the loop after each round of turns (at most
+  ``_TURNS_PER_ROUND`` of them; see the theory of operation in ``_process.py``). Processes
+  made of sync steps never need a task of their own. The pump also stays alive, idle, while
+  processes are *parked* (blocked on ``play`` or ``resume``, holding no task), so that the
+  task group cannot exit under them;
+* one task per process while it runs an ``async`` step (and the steps after it, until it
+  parks or terminates), and for :meth:`Runner.start`;
+* one watcher task per process waiting on an awaitable.
+
+Leaving the runner's ``async with`` block waits until every process it runs has terminated
+(kill them, e.g. with :meth:`Runner.kill_all`, to leave early). If the block is cancelled or
+raises, the task group cancels its tasks: each process is then KILLED with the message
+``"killed by cancellation"`` (by the pump for queued and parked processes, by its own task
+otherwise) so that nobody awaiting it hangs.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
 import anyio
-from anyio.abc import TaskGroup
+import anyio.lowlevel
+from anyio.abc import TaskGroup, TaskStatus
 
 from ._errors import ProcessStateError, RunnerNotRunningError
 from ._listener import ProcessListener
@@ -25,25 +40,37 @@ __all__ = ["Runner", "run", "run_sync"]
 
 _P = TypeVar("_P", bound=Process)
 
+_CANCELLED: Final = "killed by cancellation"
+
+_TURNS_PER_ROUND: Final = 64
+"""The most process turns (step boundaries) the pump runs between two yields to the loop."""
+
 
 @final
 class Runner:
-    """Runs processes as tasks of one task group, on the current event loop.
+    """Runs processes in one task group, on the current event loop.
 
     Use it as ``async with Runner() as runner:``; inside the block submit processes with
-    :meth:`submit` (sync, returns at once) or :meth:`start` (async, returns once the process's
-    driver task is running). Processes can submit children into the same runner with
-    ``self.submit(...)``.
+    :meth:`submit` (sync, returns at once), :meth:`start` (async, returns once the process's
+    driver task is running) or run one to its end with :meth:`run`. Processes can submit
+    children into the same runner with ``self.submit(...)``.
 
-    The runner keeps the processes whose driver is still running, by pid, for lookup by
+    The runner keeps the processes it runs that have not terminated, by pid, for lookup by
     :meth:`get_process` (and later by a communicator).
     """
 
-    __slots__ = ("_processes", "_tg")
+    __slots__ = ("_inline", "_parked", "_processes", "_pump_wake", "_pumping", "_ready", "_tg")
 
     def __init__(self) -> None:
         self._tg: TaskGroup | None = None
         self._processes: dict[str, Process] = {}
+        # the pump: its queue, whether it runs, and the event it idles on (if it does)
+        self._ready: deque[Process] = deque()
+        self._pumping = False
+        self._pump_wake: anyio.Event | None = None
+        # processes no task holds (blocked), and those driven inline by ``run``
+        self._parked = 0
+        self._inline = 0
 
     def __repr__(self) -> str:
         status = "running" if self._tg is not None else "not running"
@@ -66,6 +93,10 @@ class Runner:
         tg = self._tg
         assert tg is not None
         try:
+            if exc_val is None and self._inline and not self._pumping:
+                # A task outside the block still runs a process inline (``run``): keep the task
+                # group open (the pump idles) until it is done with it.
+                self._start_pump()
             return await tg.__aexit__(exc_type, exc_val, exc_tb)
         except BaseExceptionGroup as group:
             # Process drivers never raise, so a group holding only the block's own exception
@@ -83,14 +114,15 @@ class Runner:
 
     @property
     def processes(self) -> Mapping[str, Process]:
-        """The processes whose driver is still running, by pid (a read-only live view)."""
+        """The processes launched here that have not terminated, by pid (a read-only live
+        view)."""
         return MappingProxyType(self._processes)
 
     def get_process(self, pid: str) -> Process:
-        """Return the running process with ``pid``.
+        """Return the process with ``pid`` launched here and not terminated.
 
         Raises:
-            KeyError: no process with that pid runs here.
+            KeyError: no such process runs here.
         """
         try:
             return self._processes[pid]
@@ -110,10 +142,6 @@ class Runner:
         process._bind(self)
         self._processes[process.pid] = process
         return tg
-
-    def _forget(self, process: Process) -> None:
-        if self._processes.get(process.pid) is process:
-            del self._processes[process.pid]
 
     def submit(
         self,
@@ -139,8 +167,8 @@ class Runner:
             RunnerNotRunningError: called outside the runner's ``async with`` block.
             ProcessStateError: the process was launched before, or its pid is taken.
         """
-        tg = self._register(process)
-        tg.start_soon(process._drive, name=f"process {process.pid}")
+        self._register(process)
+        self._enqueue(process)
         return process
 
     async def start(
@@ -151,10 +179,11 @@ class Runner:
         pid: str | None = None,
         listeners: Iterable[ProcessListener] = (),
     ) -> _P:
-        """Like :meth:`submit`, but returns only once the process's driver task is running."""
+        """Like :meth:`submit`, but the process gets a driver task of its own, and this
+        returns only once that task is running."""
         process = process_class(inputs, pid=pid, listeners=listeners)
         tg = self._register(process)
-        await tg.start(process._drive, name=f"process {process.pid}")
+        await tg.start(_drive_started, process, name=f"process {process.pid}")
         return process
 
     async def run(
@@ -165,19 +194,159 @@ class Runner:
         pid: str | None = None,
         listeners: Iterable[ProcessListener] = (),
     ) -> Any:
-        """Submit a process, wait for it to terminate and return ``process.result()``.
+        """Run a process to its end and return ``process.result()``.
+
+        The process is driven in the calling task, which owns it: no task is spawned for it
+        unless it blocks (waits, or is paused), in which case the runner continues it once it
+        can go on, and this call waits. Control requests work as for any process. If this
+        call is cancelled, the process is killed (``"killed by cancellation"``).
 
         Raises:
+            RunnerNotRunningError: called outside the runner's ``async with`` block.
+            PortValidationError: the inputs do not match the spec.
             ProcessExceptedError: the process excepted.
             ProcessKilledError: the process was killed.
         """
-        process = self.submit(process_class, inputs, pid=pid, listeners=listeners)
-        await process.wait()
+        process = await self._run(process_class, inputs, pid=pid, listeners=listeners)
         return process.result()
+
+    async def _run(
+        self,
+        process_class: type[Process],
+        inputs: Mapping[str, Any] | None,
+        *,
+        pid: str | None,
+        listeners: Iterable[ProcessListener],
+    ) -> Process:
+        self._require_tg()
+        process = process_class(inputs, pid=pid, listeners=listeners)
+        self._register(process)
+        self._inline += 1
+        try:
+            await process._drive()
+        finally:
+            self._inline -= 1
+            if not self._inline:
+                self._poke()
+        if not process.has_terminated():
+            # Parked: the runner continues it when a request unblocks it.
+            try:
+                await process.wait()
+            except anyio.get_cancelled_exc_class():
+                process.kill(_CANCELLED, force=True)
+                raise
+        return process
 
     def kill_all(self, msg: str | None = None, *, force: bool = False) -> list[ControlHandle]:
         """Request a kill of every running process; returns the handles."""
         return [p.kill(msg, force=force) for p in tuple(self._processes.values())]
+
+    # -- driving (called by processes) -----------------------------------------------------------
+
+    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None:
+        self._require_tg().start_soon(fn, *args, name=name)
+
+    def _enqueue(self, process: Process) -> None:
+        """Queue a process (whose driver the pump now is) for the pump."""
+        self._ready.append(process)
+        if self._pumping:
+            self._poke()
+        else:
+            self._start_pump()
+
+    def _park(self, process: Process) -> None:
+        """A process was let go of while blocked; keep the task group open for it."""
+        self._parked += 1
+        if not self._pumping:
+            self._start_pump()
+
+    def _unpark(self, process: Process) -> None:
+        """A parked process can go on: the pump drives it again."""
+        self._parked -= 1
+        self._enqueue(process)
+
+    def _terminated(self, process: Process) -> None:
+        """A process of this runner reached a terminal state; it was parked unless driven."""
+        self._forget(process)
+        if not process._driving:
+            self._parked -= 1
+            if not self._parked:
+                self._poke()
+
+    def _forget(self, process: Process) -> None:
+        if self._processes.get(process.pid) is process:
+            del self._processes[process.pid]
+
+    def _poke(self) -> None:
+        if self._pump_wake is not None:
+            self._pump_wake.set()
+
+    def _start_pump(self) -> None:
+        tg = self._require_tg()
+        self._pumping = True
+        tg.start_soon(self._pump, name=f"pump of {self!r}")
+
+    async def _pump(self) -> None:
+        """Advance the queued processes round-robin; idle while any process is parked."""
+        ready = self._ready
+        tg = self._require_tg()
+        try:
+            while True:
+                while ready:
+                    # A round: each process queued now gets one turn (those that go on are
+                    # queued again, for the next round), then the rest of the loop runs. So
+                    # every process yields between two of its steps, and other tasks wait
+                    # for at most _TURNS_PER_ROUND steps.
+                    for _ in range(min(len(ready), _TURNS_PER_ROUND)):
+                        process = ready.popleft()
+                        try:
+                            advanced = process._advance()
+                        except Exception as exc:  # pragma: no cover - a driver bug
+                            process._driver_failed(exc)
+                            advanced = False
+                        if advanced is True:
+                            ready.append(process)
+                        elif advanced is False:
+                            process._let_go()
+                        else:
+                            # An async step: a task drives the process from now on.
+                            tg.start_soon(process._drive, advanced, name=f"process {process.pid}")
+                    await anyio.lowlevel.checkpoint()
+                if not (self._parked or self._inline):
+                    return
+                self._pump_wake = anyio.Event()
+                await self._pump_wake.wait()
+                self._pump_wake = None
+        except anyio.get_cancelled_exc_class():
+            self._kill_held()
+            raise
+        finally:
+            self._pumping = False
+            self._pump_wake = None
+
+    def _kill_held(self) -> None:
+        """Kill the processes that no task drives (queued or parked): the runner is cancelled.
+
+        Killing runs hooks, which may launch or unblock processes: repeat until none is left.
+        """
+        while True:
+            while self._ready:
+                process = self._ready.popleft()
+                if not process.has_terminated():
+                    process.kill(_CANCELLED, force=True)
+                process._let_go()
+            parked = [p for p in self._processes.values() if not p._driving]
+            if not parked:
+                return
+            for process in parked:
+                process.kill(_CANCELLED, force=True)
+
+
+async def _drive_started(
+    process: Process, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    task_status.started()
+    await process._drive()
 
 
 async def run(
@@ -189,8 +358,9 @@ async def run(
 ) -> Any:
     """Run one process in a fresh :class:`Runner` and return its result.
 
-    The result is what its last step returned (an unsuccessful ``ExitCode`` is returned, not
-    raised).
+    The process is driven in the calling task (see :meth:`Runner.run`); its children, if
+    any, run in the runner, which is left once they all terminated. The result is what its
+    last step returned (an unsuccessful ``ExitCode`` is returned, not raised).
 
     Raises:
         PortValidationError: the inputs do not match the spec.
@@ -198,8 +368,7 @@ async def run(
         ProcessKilledError: the process was killed.
     """
     async with Runner() as runner:
-        process = runner.submit(process_class, inputs, pid=pid, listeners=listeners)
-        await process.wait()
+        process = await runner._run(process_class, inputs, pid=pid, listeners=listeners)
     return process.result()
 
 

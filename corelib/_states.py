@@ -101,6 +101,11 @@ class ProcessState(enum.Enum):
     EXCEPTED = "excepted"
     KILLED = "killed"
 
+    # Members are singletons compared by identity, so identity hashing is consistent with
+    # equality; it is a C-level hash, where Enum's default hashes the name in Python (states are
+    # dictionary keys on every transition).
+    __hash__ = object.__hash__
+
     @property
     def terminal(self) -> bool:
         """Whether the state is terminal (FINISHED, EXCEPTED or KILLED)."""
@@ -112,7 +117,12 @@ TERMINAL_STATES: Final = frozenset(
 )
 
 
+_NO_KWARGS: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
 def _read_only(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    if not mapping:
+        return _NO_KWARGS
     return MappingProxyType(dict(mapping))
 
 
@@ -135,7 +145,7 @@ class Running:
 
     step: str
     args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only)
+    kwargs: Mapping[str, Any] = attrs.field(default=_NO_KWARGS, converter=_read_only)
 
 
 @final
@@ -214,6 +224,11 @@ _STATE_OF_DATA: Final[Mapping[type[Any], ProcessState]] = MappingProxyType(
 def state_of(data: StateData) -> ProcessState:
     """Return the state that a state record describes."""
     return _STATE_OF_DATA[type(data)]
+
+
+# Records are immutable values, so the common ones are shared.
+_CREATED: Final = Created()
+_RUNNING_RUN: Final = Running("run")
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,7 +415,8 @@ class Transition:
 class ProcessStateMachine:
     """The state of one process plus its orthogonal paused flag, and their history.
 
-    Feed it events with :meth:`process`. It never runs user code.
+    Feed it events with :meth:`process` (or :meth:`apply`, which does not build the
+    :class:`Transition` record). It never runs user code.
 
     Args:
         data: the initial state record (``Created()`` for a new process; another record when
@@ -409,7 +425,9 @@ class ProcessStateMachine:
         clock: returns the time stamped on each :class:`Transition`.
     """
 
-    __slots__ = ("_clock", "_data", "_history", "_paused")
+    # The history is kept as plain tuples (cheap to make on every move); the
+    # :class:`Transition` records are built when it is read.
+    __slots__ = ("_clock", "_data", "_history", "_paused", "_state")
 
     def __init__(
         self,
@@ -418,19 +436,20 @@ class ProcessStateMachine:
         paused: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._data: StateData = Created() if data is None else data
-        self._paused = paused and not self.state.terminal
+        self._data: StateData = _CREATED if data is None else data
+        self._state: ProcessState = state_of(self._data)
+        self._paused = paused and not self._state.terminal
         self._clock = clock
-        self._history: list[Transition] = []
+        self._history: list[tuple[ProcessState, ProcessState, str, float]] = []
 
     def __repr__(self) -> str:
         paused = ", paused" if self._paused else ""
-        return f"<ProcessStateMachine {self.state.name}{paused}>"
+        return f"<ProcessStateMachine {self._state.name}{paused}>"
 
     @property
     def state(self) -> ProcessState:
         """The current state."""
-        return state_of(self._data)
+        return self._state
 
     @property
     def data(self) -> StateData:
@@ -445,7 +464,12 @@ class ProcessStateMachine:
     @property
     def history(self) -> tuple[Transition, ...]:
         """Every move made so far, oldest first."""
-        return tuple(self._history)
+        return tuple(Transition(*move) for move in self._history)
+
+    @property
+    def moves(self) -> int:
+        """The number of moves made so far (``len(history)``, without building it)."""
+        return len(self._history)
 
     def next_state(self, event: Event) -> ProcessState:
         """Return the state ``event`` would move to, without moving.
@@ -453,7 +477,7 @@ class ProcessStateMachine:
         Raises:
             InvalidTransitionError: the event is not legal in the current state.
         """
-        state = self.state
+        state = self._state
         if type(event) in FLAG_EVENTS:
             if state.terminal:
                 raise InvalidTransitionError(type(event).__name__, state.name)
@@ -473,26 +497,40 @@ class ProcessStateMachine:
             InvalidTransitionError: the event is not legal in the current state; nothing
                 changed.
         """
+        moves = len(self._history)
+        self.apply(event)
+        if len(self._history) == moves:
+            return None
+        return Transition(*self._history[-1])
+
+    def apply(self, event: Event) -> ProcessState:
+        """Apply ``event`` like :meth:`process`, but return only the new state.
+
+        Raises:
+            InvalidTransitionError: the event is not legal in the current state; nothing
+                changed.
+        """
         new_state = self.next_state(event)
-        if isinstance(event, Pause):
+        event_type = type(event)
+        if event_type is Pause:
             self._paused = True
-            return None
-        if isinstance(event, Play):
+            return new_state
+        if event_type is Play:
             self._paused = False
-            return None
-        old_state = self.state
+            return new_state
+        old_state = self._state
         self._data = self._record_for(event)
+        self._state = new_state
         if new_state.terminal:
             # State-triggered rule: a terminal state is never paused.
             self._paused = False
-        move = Transition(old_state, new_state, type(event).__name__, self._clock())
-        self._history.append(move)
-        return move
+        self._history.append((old_state, new_state, event_type.__name__, self._clock()))
+        return new_state
 
     def _record_for(self, event: Event) -> StateData:
         match event:
             case Start():
-                return Running("run")
+                return _RUNNING_RUN
             case Continue(fn=fn, args=args, kwargs=kwargs):
                 return Running(_step_name(fn), args, kwargs)
             case Wait(next_step=next_step, message=message):
