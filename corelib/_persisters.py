@@ -148,6 +148,19 @@ class Persister(abc.ABC):
             ValueError: the pid or tag is not a valid key.
         """
 
+    @property
+    @abc.abstractmethod
+    def codec(self) -> CheckpointCodec:
+        """The codec this persister stores checkpoints with."""
+
+    @abc.abstractmethod
+    async def save_encoded(self, pid: str, tag: str | None, data: bytes) -> None:
+        """Store bytes made by ``self.codec.encode(checkpoint)`` under ``(pid, tag)``.
+
+        For callers that must snapshot a checkpoint at one moment and write it later (the
+        checkpointer of a runner): encoding is the snapshot.
+        """
+
     @abc.abstractmethod
     async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:
         """Return the checkpoint stored under ``(pid, tag)``.
@@ -228,12 +241,20 @@ class InMemoryPersister(Persister):
         if self._closed:
             raise _closed_error(self)
 
+    @property
+    def codec(self) -> CheckpointCodec:
+        return self._codec
+
     async def save_checkpoint(self, checkpoint: Checkpoint, tag: str | None = None) -> None:
         _check_key(checkpoint.pid, tag)
         data = self._codec.encode(checkpoint)  # the snapshot is taken at the call
+        await self.save_encoded(checkpoint.pid, tag, data)
+
+    async def save_encoded(self, pid: str, tag: str | None, data: bytes) -> None:
+        _check_key(pid, tag)
         await self._enter()
         with self._lock:
-            self._checkpoints.setdefault(checkpoint.pid, {})[tag] = data
+            self._checkpoints.setdefault(pid, {})[tag] = data
 
     async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:
         _check_key(pid, tag)
@@ -413,10 +434,19 @@ class FilePersister(Persister):
         if self._closed:
             raise _closed_error(self)
 
+    @property
+    def codec(self) -> CheckpointCodec:
+        return self._codec
+
     async def save_checkpoint(self, checkpoint: Checkpoint, tag: str | None = None) -> None:
         path = self.path_for(checkpoint.pid, tag)
         self._check_open()
         data = self._codec.encode(checkpoint)
+        await anyio.to_thread.run_sync(self._write, path, data)
+
+    async def save_encoded(self, pid: str, tag: str | None, data: bytes) -> None:
+        path = self.path_for(pid, tag)
+        self._check_open()
         await anyio.to_thread.run_sync(self._write, path, data)
 
     def _write(self, path: Path, data: bytes) -> None:
@@ -621,10 +651,17 @@ class SqlitePersister(Persister):
             raise _closed_error(self)
         return await anyio.to_thread.run_sync(self._call, operation)
 
+    @property
+    def codec(self) -> CheckpointCodec:
+        return self._codec
+
     async def save_checkpoint(self, checkpoint: Checkpoint, tag: str | None = None) -> None:
         _check_key(checkpoint.pid, tag)
-        data = self._codec.encode(checkpoint)
-        row = (checkpoint.pid, _NO_TAG if tag is None else tag, data)
+        await self.save_encoded(checkpoint.pid, tag, self._codec.encode(checkpoint))
+
+    async def save_encoded(self, pid: str, tag: str | None, data: bytes) -> None:
+        _check_key(pid, tag)
+        row = (pid, _NO_TAG if tag is None else tag, data)
         await self._run(lambda connection: connection.execute(_UPSERT, row))
 
     async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:

@@ -357,21 +357,17 @@ class Process:
 
     # -- construction -------------------------------------------------------------------------
 
-    def __init__(
-        self,
-        inputs: Mapping[str, Any] | None = None,
-        *,
-        pid: str | None = None,
-        listeners: Iterable[ProcessListener] = (),
+    def _setup(
+        self, inputs: AttributesFrozenDict, pid: str, machine: ProcessStateMachine
     ) -> None:
-        spec = type(self).spec()
-        self._inputs: AttributesFrozenDict = spec.validate_inputs(inputs)
-        self._pid: str = os.urandom(16).hex() if pid is None else pid
-        self._machine = ProcessStateMachine()
+        """Set every field; shared by ``__init__`` and :meth:`_restore` (which runs no hook)."""
+        self._inputs: AttributesFrozenDict = inputs
+        self._pid: str = pid
+        self._machine = machine
         # Made on first use: most processes have no listeners, and many no outputs.
         self._outputs: dict[str, Any] | None = None
         self._outputs_view: AttributesFrozenDict | None = None
-        self._listeners: list[ProcessListener] | None = list(listeners) if listeners else None
+        self._listeners: list[ProcessListener] | None = None
         self._exception: BaseException | None = None
 
         # driver
@@ -394,9 +390,51 @@ class Process:
         self._pending_pause: tuple[ControlHandle, str | None] | None = None
         self._pending_kill: tuple[ControlHandle, str | None] | None = None
 
+
+    def __init__(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        pid: str | None = None,
+        listeners: Iterable[ProcessListener] = (),
+    ) -> None:
+        spec = type(self).spec()
+        self._setup(
+            spec.validate_inputs(inputs),
+            os.urandom(16).hex() if pid is None else pid,
+            ProcessStateMachine(),
+        )
+        if listeners:
+            self._listeners = [*listeners]
         self.on_create()
         if self._listeners:
             notify_listeners(self._listeners, "on_process_created", self)
+
+    @classmethod
+    def _restore(
+        cls: type[_P], *, inputs: AttributesFrozenDict, pid: str, machine: ProcessStateMachine
+    ) -> _P:
+        """A process rebuilt from a checkpoint: fields set, no hook run, not launched."""
+        process = cls.__new__(cls)
+        process._setup(inputs, pid, machine)
+        return process
+
+    def _rewait(self) -> None:
+        """After a restored WAITING process was launched: wait again on what it awaited."""
+        awaitable = self._restored_awaitable()
+        machine = self._machine
+        if awaitable is None or machine.state is not _WAITING or self._resumed:
+            return
+        self.runner._spawn(self._watch, awaitable, machine.moves, name=f"wait {self._pid}")
+        self._watch_pending = True
+
+    def _restored_awaitable(self) -> Any:
+        """What a process loaded while WAITING waits on again; ``None``: a ``resume()``.
+
+        Subclasses that can re-attach to what they waited for (WorkChains and their
+        children) override it.
+        """
+        return None
 
     def __repr__(self) -> str:
         paused = " paused" if self.paused else ""

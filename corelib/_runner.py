@@ -34,6 +34,9 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ._errors import ProcessStateError, RunnerNotRunningError
 from ._listener import ProcessListener
+from ._loader import ClassLoader
+from ._persistence import Checkpointer, CheckpointPolicy, continue_process
+from ._persisters import Persister
 from ._process import ControlHandle, Process
 
 __all__ = ["Runner", "run", "run_sync"]
@@ -59,9 +62,33 @@ class Runner:
     :meth:`get_process` (and later by a communicator).
     """
 
-    __slots__ = ("_inline", "_parked", "_processes", "_pump_wake", "_pumping", "_ready", "_tg")
+    __slots__ = (
+        "_checkpointer",
+        "_inline",
+        "_loader",
+        "_parked",
+        "_persister",
+        "_processes",
+        "_pump_wake",
+        "_pumping",
+        "_ready",
+        "_tg",
+    )
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        persister: Persister | None = None,
+        checkpoint_policy: CheckpointPolicy = CheckpointPolicy.EVERY_TRANSITION,
+        loader: ClassLoader | None = None,
+    ) -> None:
+        self._persister = persister
+        self._loader = loader
+        self._checkpointer = (
+            None
+            if persister is None or checkpoint_policy is CheckpointPolicy.NEVER
+            else Checkpointer(persister, self._spawn, checkpoint_policy)
+        )
         self._tg: TaskGroup | None = None
         self._processes: dict[str, Process] = {}
         # the pump: its queue, whether it runs, and the event it idles on (if it does)
@@ -141,7 +168,44 @@ class Runner:
             raise ProcessStateError(f"a process with pid {process.pid!r} already runs here")
         process._bind(self)
         self._processes[process.pid] = process
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            process.add_process_listener(checkpointer)
+            if checkpointer.policy is CheckpointPolicy.EVERY_TRANSITION:
+                checkpointer.take(process)  # as launched: created, or as loaded
         return tg
+
+    @property
+    def persister(self) -> Persister | None:
+        """Where this runner's processes are checkpointed, if anywhere."""
+        return self._persister
+
+    @property
+    def checkpointer(self) -> Checkpointer | None:
+        """The listener that checkpoints this runner's processes (``None`` without a
+        persister)."""
+        return self._checkpointer
+
+    async def continue_process(self, pid: str, *, tag: str | None = None) -> Process:
+        """Load process ``pid`` from the persister and run it here from its checkpoint.
+
+        A process already running here is returned as is; a terminal one is loaded (with its
+        result) but not run again; a waiting WorkChain re-attaches to its children by pid.
+
+        Raises:
+            RunnerNotRunningError: outside the ``async with`` block.
+            ProcessStateError: the runner has no persister.
+            CheckpointNotFoundError: no checkpoint of ``pid``.
+        """
+        self._require_tg()
+        if self._persister is None:
+            raise ProcessStateError("runner has no persister to continue processes from")
+        return await continue_process(self, self._persister, pid, tag=tag, loader=self._loader)
+
+    async def flush_checkpoints(self) -> None:
+        """Wait until every checkpoint taken so far is written."""
+        if self._checkpointer is not None:
+            await self._checkpointer.flush()
 
     def submit(
         self,

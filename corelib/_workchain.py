@@ -154,6 +154,15 @@ class _Awaited:
     append: bool
 
 
+@final
+@attrs.frozen
+class _PendingChild:
+    """A child known only by pid, in a WorkChain just loaded from a checkpoint; replaced by
+    the child process itself when the WorkChain is continued."""
+
+    pid: str
+
+
 class WorkChainSpec(ProcessSpec):
     """A process spec with an outline."""
 
@@ -230,11 +239,11 @@ class WorkChain(Process):
         setattr(cls, cls._SPEC_ATTRIBUTE, spec)
         return spec
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def _setup(self, *args: Any) -> None:
         self.ctx = AttributesDict()
         self._cursor: Cursor = ()
         self._awaiting: list[_Awaited] = []
-        super().__init__(*args, **kwargs)
+        super()._setup(*args)
 
     @property
     def cursor(self) -> Cursor:
@@ -270,6 +279,10 @@ class WorkChain(Process):
     ) -> dict[str, Any]:
         """The subset of ``outputs`` (e.g. a child's) exposed from ``process_class``."""
         return type(self).spec().exposed_outputs(outputs, process_class, namespace)
+
+    def _restored_awaitable(self) -> Any:
+        """What a WorkChain loaded while waiting on children waits for again."""
+        return self._wait_for_children if self._awaiting else None
 
     # -- the outline driver -------------------------------------------------------------------
 

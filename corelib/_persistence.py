@@ -1,0 +1,422 @@
+"""Checkpointing live processes, and bringing them back.
+
+Theory of operation
+-------------------
+:func:`checkpoint_of` turns a process at a step boundary into a plain
+:class:`~corelib.Checkpoint`: its state record (already plain data: the next step's *name* and
+arguments, the waiting continuation's name, the result...), paused flag, inputs, outputs, and
+for a WorkChain its context, outline cursor and the children it awaits (by pid).
+
+:func:`load_process` does the reverse without running any hook (``on_create`` ran when the
+process was first created): the class comes from a :class:`~corelib.ClassLoader` (allowed
+module prefixes only), method names are bound again, and the process is ready to be launched.
+
+:class:`Checkpointer` is what a :class:`~corelib.Runner` given a persister attaches to each
+process: after every transition (and pause/play) it takes the checkpoint at once, in the
+process's loop, and hands the encoded bytes to one saver task that writes them in order. A
+crash can lose the last few checkpoints, never leave a torn one (the persisters write
+atomically), and every checkpoint is a consistent step boundary, so continuing from it gives
+the same results as an uninterrupted run whenever the steps themselves are deterministic.
+
+:func:`continue_process` loads a process by pid and launches it in a runner; a waiting
+WorkChain re-attaches to its children by pid, continuing those too when they are not running
+yet (a child that already terminated is loaded, not run again).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, final
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from ._checkpoint import Checkpoint, CheckpointError, CorruptCheckpointError
+from ._frozen import AttributesFrozenDict
+from ._listener import ProcessListener
+from ._loader import ClassLoader, class_identifier
+from ._ports import PortValidationError
+from ._process import Process
+from ._states import (
+    Created,
+    Excepted,
+    Finished,
+    Killed,
+    ProcessStateMachine,
+    Running,
+    StateData,
+    Waiting,
+)
+
+if TYPE_CHECKING:
+    from ._persisters import Persister
+    from ._runner import Runner
+
+__all__ = [
+    "CheckpointPolicy",
+    "Checkpointer",
+    "checkpoint_of",
+    "load_process",
+    "continue_process",
+    "NotCheckpointableError",
+]
+
+logger = logging.getLogger("corelib.persistence")
+
+
+class NotCheckpointableError(CheckpointError):
+    """Raised when a process can't be checkpointed now (mid-step), or can't be re-attached to
+    what it was waiting for."""
+
+
+class CheckpointPolicy(enum.Enum):
+    """When a runner with a persister takes checkpoints.
+
+    - ``EVERY_TRANSITION`` (the default): on every state move (so after every step) and on
+      pause/play;
+    - ``WAITING_AND_TERMINAL``: when a process starts waiting, is paused, or terminates;
+    - ``TERMINAL``: only when it terminates;
+    - ``NEVER``.
+    """
+
+    EVERY_TRANSITION = "every transition"
+    WAITING_AND_TERMINAL = "waiting and terminal"
+    TERMINAL = "terminal"
+    NEVER = "never"
+
+
+# -- process -> checkpoint ---------------------------------------------------------------------
+
+
+def _state_data(data: StateData) -> dict[str, Any]:
+    match data:
+        case Running(step=step, args=args, kwargs=kwargs):
+            return {"step": step, "args": list(args), "kwargs": dict(kwargs)}
+        case Waiting(next_step=next_step, message=message):
+            return {"next_step": next_step, "message": message}
+        case Finished(result=result, successful=successful):
+            return {"result": result, "successful": successful}
+        case Excepted(type_name=type_name, message=message, traceback=traceback):
+            return {"type_name": type_name, "message": message, "traceback": traceback}
+        case Killed(message=message):
+            return {"message": message}
+        case _:
+            return {}
+
+
+def _awaiting(process: Process) -> list[dict[str, Any]]:
+    # while waiting, and after the wait until the results are in ctx (``_children_done``)
+    awaited = getattr(process, "_awaiting", None)
+    if not awaited or process.state.terminal:
+        return []
+    out = []
+    for a in awaited:
+        target = a.target
+        pid = target.pid if isinstance(target, Process) else getattr(target, "pid", None)
+        if not isinstance(pid, str):
+            raise NotCheckpointableError(
+                f"process {process.pid} waits for {target!r} in ctx key {a.key!r}, which is not "
+                "a process: only children can be re-attached after a reload"
+            )
+        out.append({"kind": "process", "pid": pid, "key": a.key, "append": a.append})
+    return out
+
+
+def checkpoint_of(process: Process) -> Checkpoint:
+    """A checkpoint of ``process`` as it is now (between steps).
+
+    Raises:
+        NotCheckpointableError: a step is running, or the process waits on something other
+            than child processes.
+        CheckpointEncodeError: its class can't be reloaded (defined inside a function).
+    """
+    if process._stepping:
+        raise NotCheckpointableError(f"process {process.pid} is in the middle of a step")
+    machine = process._machine
+    ctx = getattr(process, "ctx", None)
+    cursor = getattr(process, "_cursor", None)
+    return Checkpoint(
+        pid=process.pid,
+        process_class=class_identifier(type(process)),
+        state=machine.state.value,
+        state_data=_state_data(machine.data),
+        paused=machine.paused,
+        inputs=process.inputs,
+        outputs=process.outputs,
+        ctx=None if ctx is None else dict(ctx),
+        cursor=None if cursor is None else tuple(cursor),
+        awaiting=tuple(_awaiting(process)),
+        exit_code=process.exit_code,
+        saved_at=time.time(),
+    )
+
+
+# -- checkpoint -> process ---------------------------------------------------------------------
+
+
+def _record(checkpoint: Checkpoint) -> StateData:
+    data = checkpoint.state_data
+    try:
+        match checkpoint.state:
+            case "created":
+                return Created()
+            case "running":
+                return Running(
+                    str(data["step"]), tuple(data.get("args", ())), dict(data.get("kwargs", {}))
+                )
+            case "waiting":
+                return Waiting(str(data["next_step"]), data.get("message"))
+            case "finished":
+                return Finished(data.get("result"), bool(data.get("successful", True)))
+            case "excepted":
+                return Excepted(
+                    str(data["type_name"]), str(data["message"]), str(data.get("traceback", ""))
+                )
+            case "killed":
+                return Killed(data.get("message"))
+    except (KeyError, TypeError) as exc:
+        raise CorruptCheckpointError(
+            f"checkpoint of pid {checkpoint.pid!r} has bad {checkpoint.state} state data: {exc!r}"
+        ) from None
+    raise CorruptCheckpointError(  # pragma: no cover - Checkpoint checks the state
+        f"checkpoint of pid {checkpoint.pid!r} has unknown state {checkpoint.state!r}"
+    )
+
+
+def _method(process: Process, name: str, pid: str) -> Any:
+    if name.startswith("__") or not callable(getattr(type(process), name, None)):
+        raise CorruptCheckpointError(
+            f"checkpoint of pid {pid!r} names {name!r}, which is not a method of "
+            f"{type(process).__qualname__}"
+        )
+    return getattr(process, name)
+
+
+def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -> Process:
+    """Rebuild the process a checkpoint describes (not launched; no hook runs).
+
+    Args:
+        checkpoint: what :func:`checkpoint_of` took.
+        loader: resolves ``process_class``; only allowed module prefixes are imported.
+
+    Raises:
+        ForbiddenClassError: the class's module is not allowed by the loader.
+        UnknownClassError: the class can't be found.
+        CorruptCheckpointError: the checkpoint doesn't fit the class (a step name it lacks, inputs
+            that no longer validate).
+    """
+    loader = loader if loader is not None else ClassLoader()
+    cls = loader.load(checkpoint.process_class, pid=checkpoint.pid, base=Process)
+    try:
+        inputs = cls.spec().validate_inputs(_plain(checkpoint.inputs))
+    except PortValidationError as exc:
+        raise CorruptCheckpointError(
+            f"checkpoint of pid {checkpoint.pid!r}: inputs don't fit {cls.__qualname__}: {exc}"
+        ) from None
+    record = _record(checkpoint)
+    machine = ProcessStateMachine(record, paused=checkpoint.paused)
+    process = cls._restore(inputs=inputs, pid=checkpoint.pid, machine=machine)
+    outputs = _plain(checkpoint.outputs)
+    if outputs:
+        process._outputs = dict(outputs)
+    if isinstance(record, Running):
+        process._next_call = (
+            _method(process, record.step, checkpoint.pid),
+            record.args,
+            record.kwargs,
+        )
+    elif isinstance(record, Waiting):
+        process._wait_next = _method(process, record.next_step, checkpoint.pid)
+    _restore_workchain(process, checkpoint)
+    return process
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, AttributesFrozenDict):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _restore_workchain(process: Process, checkpoint: Checkpoint) -> None:
+    from ._workchain import AttributesDict, WorkChain, _Awaited, _PendingChild
+
+    if not isinstance(process, WorkChain):
+        return
+    process.ctx = AttributesDict(checkpoint.ctx or {})
+    if checkpoint.cursor is not None:
+        process._cursor = tuple(checkpoint.cursor)
+    process._awaiting = [
+        _Awaited(str(d["key"]), _PendingChild(str(d["pid"])), bool(d.get("append", False)))
+        for d in checkpoint.awaiting
+    ]
+
+
+# -- the checkpointer --------------------------------------------------------------------------
+
+_WAITING_AND_TERMINAL: Final = frozenset(
+    {
+        "on_process_waiting",
+        "on_process_paused",
+        "on_process_finished",
+        "on_process_excepted",
+        "on_process_killed",
+    }
+)
+_TERMINAL: Final = frozenset({"on_process_finished", "on_process_excepted", "on_process_killed"})
+
+
+@final
+class Checkpointer(ProcessListener):
+    """Takes checkpoints of the processes it listens to and saves them, in order.
+
+    A runner given a persister makes one and attaches it to every process it launches. The
+    checkpoint is taken synchronously, in the process's loop, at the moment of the transition;
+    a saver task (spawned through ``spawn`` when there is work, gone when there is none)
+    writes them. Errors (an output that can't be encoded, a full disk) are logged with the pid
+    and kept in :attr:`errors`; the process goes on.
+
+    Args:
+        persister: where checkpoints go.
+        spawn: starts the saver task (the runner's task group).
+        policy: when to take checkpoints.
+    """
+
+    def __init__(
+        self,
+        persister: Persister,
+        spawn: Any,
+        policy: CheckpointPolicy = CheckpointPolicy.EVERY_TRANSITION,
+    ) -> None:
+        self.persister = persister
+        self.policy = policy
+        self.errors: list[tuple[str, Exception]] = []
+        self.saved = 0
+        self._spawn = spawn
+        self._queue: dict[str, bytes] = {}
+        self._saving = False
+        self._idle: anyio.Event | None = None
+
+    def _wants(self, event: str) -> bool:
+        policy = self.policy
+        if policy is CheckpointPolicy.EVERY_TRANSITION:
+            return True
+        if policy is CheckpointPolicy.WAITING_AND_TERMINAL:
+            return event in _WAITING_AND_TERMINAL
+        if policy is CheckpointPolicy.TERMINAL:
+            return event in _TERMINAL
+        return False
+
+    def take(self, process: Process) -> None:
+        """Take a checkpoint of ``process`` now and queue it for saving."""
+        try:
+            # encoding is the snapshot: later changes (a ctx list growing) can't leak into it
+            data = self.persister.codec.encode(checkpoint_of(process))
+        except Exception as exc:
+            logger.error("can't checkpoint process %s: %s", process.pid, exc)
+            self.errors.append((process.pid, exc))
+            return
+        # only the newest checkpoint of a process waiting to be written matters
+        self._queue.pop(process.pid, None)
+        self._queue[process.pid] = data
+        if not self._saving:
+            self._saving = True
+            self._spawn(self._save_all, name="checkpoints")
+
+    def _event(self, event: str, process: Process) -> None:
+        if self._wants(event):
+            self.take(process)
+
+    def on_process_running(self, process: Process) -> None:
+        self._event("on_process_running", process)
+
+    def on_process_waiting(self, process: Process) -> None:
+        self._event("on_process_waiting", process)
+
+    def on_process_paused(self, process: Process) -> None:
+        self._event("on_process_paused", process)
+
+    def on_process_played(self, process: Process) -> None:
+        self._event("on_process_played", process)
+
+    def on_process_finished(self, process: Process, outputs: Mapping[str, Any]) -> None:
+        self._event("on_process_finished", process)
+
+    def on_process_excepted(self, process: Process, reason: str) -> None:
+        self._event("on_process_excepted", process)
+
+    def on_process_killed(self, process: Process, message: str | None) -> None:
+        self._event("on_process_killed", process)
+
+    async def flush(self) -> None:
+        """Wait until every checkpoint taken so far is written."""
+        if self._saving:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+        else:
+            await anyio.lowlevel.checkpoint()
+
+    async def _save_all(self) -> None:
+        try:
+            while self._queue:
+                pid = next(iter(self._queue))
+                data = self._queue.pop(pid)
+                try:
+                    await self.persister.save_encoded(pid, None, data)
+                    self.saved += 1
+                except Exception as exc:
+                    logger.error("saving checkpoint of process %s failed: %s", pid, exc)
+                    self.errors.append((pid, exc))
+        finally:
+            self._saving = False
+            idle, self._idle = self._idle, None
+            if idle is not None:
+                idle.set()
+
+
+# -- continuing --------------------------------------------------------------------------------
+
+
+async def continue_process(
+    runner: Runner,
+    persister: Persister,
+    pid: str,
+    *,
+    tag: str | None = None,
+    loader: ClassLoader | None = None,
+) -> Process:
+    """Load process ``pid`` from ``persister`` and launch it in ``runner``.
+
+    A process already running in ``runner`` is returned as is. A terminal one is loaded (its
+    result and outputs are there) but not launched. A waiting WorkChain re-attaches to its
+    children by pid, continuing each child the same way first.
+
+    Raises:
+        CheckpointNotFoundError: no checkpoint of ``pid`` (and ``tag``).
+        CheckpointError: the checkpoint can't be loaded (see :func:`load_process`).
+    """
+    running = runner.processes.get(pid)
+    if running is not None:
+        return running
+    checkpoint = await persister.load_checkpoint(pid, tag)
+    process = load_process(checkpoint, loader=loader)
+    if process.has_terminated():
+        return process
+    awaited = getattr(process, "_awaiting", None)
+    if awaited:
+        process._awaiting = [  # type: ignore[attr-defined]
+            attrs.evolve(
+                entry,
+                target=await continue_process(runner, persister, entry.target.pid, loader=loader),
+            )
+            for entry in awaited
+        ]
+    runner.launch(process)
+    process._rewait()
+    return process
