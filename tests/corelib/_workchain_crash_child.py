@@ -8,7 +8,7 @@ one line per checkpoint written (``saved <k>``), then ``done`` at the end.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 
@@ -24,7 +24,7 @@ def announcing(base: type[Any]) -> type[Any]:
 
     class Announcing(base):  # type: ignore[misc, valid-type]
         __slots__ = ()
-        count = [0]
+        count: ClassVar[list[int]] = [0]
 
         async def save_encoded(self, pid: str, tag: str | None, data: bytes) -> None:
             await super().save_encoded(pid, tag, data)

@@ -52,12 +52,10 @@ def _run_child_and_kill(kind: str, path: Path, kill_after: int) -> bool:
     assert child.stdout is not None
     finished = False
     try:
-        seen = 0
-        for line in child.stdout:
+        for seen, line in enumerate(child.stdout, start=1):
             if line.startswith("done"):
                 finished = True
                 break
-            seen += 1
             if seen >= kill_after:
                 break
     finally:
