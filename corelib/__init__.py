@@ -85,3 +85,9 @@ from ._persisters import InMemoryPersister as InMemoryPersister
 from ._persisters import PersistedCheckpoint as PersistedCheckpoint
 from ._persisters import Persister as Persister
 from ._persisters import SqlitePersister as SqlitePersister
+from ._persistence import CheckpointPolicy as CheckpointPolicy
+from ._persistence import Checkpointer as Checkpointer
+from ._persistence import NotCheckpointableError as NotCheckpointableError
+from ._persistence import checkpoint_of as checkpoint_of
+from ._persistence import continue_process as continue_process
+from ._persistence import load_process as load_process
