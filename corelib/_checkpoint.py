@@ -581,13 +581,18 @@ class CheckpointCodec:
 
     def _to_plain(self, value: Any, path: str) -> Any:
         try:
-            return self._plain(value, path)
+            try:
+                # fast pass: no paths are built; only when something fails, a second pass
+                # builds them, for the error message
+                return self._plain(value, None)
+            except _NeedPath:
+                return self._plain(value, path)
         except RecursionError:
             raise CheckpointEncodeError(
                 f"can't encode {path}: nested too deeply (or cyclic)"
             ) from None
 
-    def _plain(self, value: Any, path: str) -> Any:
+    def _plain(self, value: Any, path: str | None) -> Any:
         kind = type(value)
         if kind is str or kind is int or kind is bool or value is None:
             return value
@@ -596,40 +601,57 @@ class CheckpointCodec:
                 return value
             return {TYPE_KEY: "float", "value": _encode_float(value)}
         if kind is list:
+            if path is None:
+                return [self._plain(item, None) for item in value]
             return [self._plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
         if kind is dict:
             return self._plain_dict(value, path)
         try:
             name, encode = self._encoders[kind]
         except KeyError:
+            if path is None:
+                raise _NeedPath from None
             raise CheckpointEncodeError(
                 f"can't encode {path}: object of type {kind.__name__} is not registered"
             ) from None
         if kind is tuple or kind is set or kind is frozenset:
-            items = [self._plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
+            if path is None:
+                items = [self._plain(item, None) for item in value]
+            else:
+                items = [self._plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
             return {TYPE_KEY: name, "value": items}
         if kind is AttributesFrozenDict:
             return {TYPE_KEY: name, "value": self._plain_dict(value, path)}
         try:
             encoded = encode(value)
         except Exception as exc:
+            if path is None:
+                raise _NeedPath from None
             raise CheckpointEncodeError(
                 f"can't encode {path}: encoder of {name!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
         if type(encoded) is kind:
+            if path is None:
+                raise _NeedPath
             raise CheckpointEncodeError(
                 f"can't encode {path}: encoder of {name!r} returned a {kind.__qualname__} again"
             )
-        return {TYPE_KEY: name, "value": self._plain(encoded, f"{path}<{name}>")}
+        inner = None if path is None else f"{path}<{name}>"
+        return {TYPE_KEY: name, "value": self._plain(encoded, inner)}
 
-    def _plain_dict(self, value: Mapping[Any, Any], path: str) -> Any:
+    def _plain_dict(self, value: Mapping[Any, Any], path: str | None) -> Any:
         if all(type(key) is str for key in value) and TYPE_KEY not in value:
+            if path is None:
+                return {key: self._plain(item, None) for key, item in value.items()}
             return {key: self._plain(item, _path_item(path, key)) for key, item in value.items()}
         # Non-string keys, or the reserved key: write [key, value] pairs.
-        pairs = [
-            [self._plain(key, f"{path}.keys()[{i}]"), self._plain(item, _path_item(path, key))]
-            for i, (key, item) in enumerate(value.items())
-        ]
+        if path is None:
+            pairs = [[self._plain(k, None), self._plain(v, None)] for k, v in value.items()]
+        else:
+            pairs = [
+                [self._plain(key, f"{path}.keys()[{i}]"), self._plain(item, _path_item(path, key))]
+                for i, (key, item) in enumerate(value.items())
+            ]
         return {TYPE_KEY: "dict", "value": pairs}
 
     # -- decoding: json's object_hook sees every object, innermost first -------------------------
@@ -651,6 +673,10 @@ class CheckpointCodec:
 
     def __repr__(self) -> str:
         return f"CheckpointCodec(types={sorted(self._decoders)!r})"
+
+
+class _NeedPath(Exception):
+    """Internal: the fast encoding pass hit a problem; redo it with paths for the message."""
 
 
 class _TagError(ValueError):
