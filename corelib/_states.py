@@ -254,7 +254,8 @@ class Event:
 
 
 def _step_name(fn: Callable[..., Any]) -> str:
-    return str(getattr(fn, "__name__", repr(fn)))
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else repr(fn)
 
 
 @final
