@@ -63,18 +63,16 @@ import math
 import ssl
 import threading
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, final
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import anyio.lowlevel
 import attrs
-from anyio.abc import TaskGroup, TaskStatus
 
 from . import _amqp_wire as wire
+from ._endpoint import CLOSED, CLOSING, NEW, OPEN, LoopEndpoint
 from ._errors import (
     CodecError,
     CommunicatorClosedError,
@@ -88,8 +86,8 @@ from ._errors import (
 )
 from ._filters import BroadcastFilter
 from ._memory import DEFAULT_QUEUE, ReplySink, resolve
-from ._wakeup import Inbox, LoopGone, LoopHandle, ReplySlot, current_handle, wait_future
-from .abc import BroadcastSubscriber, Communicator, RpcSubscriber, TaskSubscriber
+from ._wakeup import LoopGone, wait_future
+from .abc import BroadcastSubscriber, RpcSubscriber, TaskSubscriber
 
 if TYPE_CHECKING:
     from aio_pika.abc import (
@@ -115,8 +113,7 @@ _SSL_OPTIONS: Final = frozenset(
 )
 _CONTENT_TYPE: Final = "application/json"
 
-_NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
-_BATCH = 128
+_NEW, _OPEN, _CLOSING, _CLOSED = NEW, OPEN, CLOSING, CLOSED
 _get_ident = threading.get_ident
 _isawaitable = inspect.isawaitable
 
@@ -243,7 +240,7 @@ class _Session:
 
 
 @final
-class AmqpCommunicator(Communicator):
+class AmqpCommunicator(LoopEndpoint):
     """A communicator on a RabbitMQ broker, bound to the loop that opens it.
 
     Use it as ``async with AmqpCommunicator(url, namespace="myapp") as comm:`` on asyncio or
@@ -326,7 +323,7 @@ class AmqpCommunicator(Communicator):
         _import_aio_pika()
         if max_redeliveries < 0:
             raise ValueError(f"max_redeliveries must be >= 0, got {max_redeliveries!r}")
-        self._name = name or f"amqp-{id(self):x}"
+        super().__init__(name or f"amqp-{id(self):x}")
         self._names = wire.Names(namespace)
         self._url = _build_url(
             url, heartbeat=heartbeat, ssl_options=ssl_options, ssl_context=ssl_context
@@ -339,17 +336,7 @@ class AmqpCommunicator(Communicator):
         self.default_queue = default_queue
         self._consumer_timeout = consumer_timeout
         self._queue_expires = queue_expires
-        self._state = _NEW
-        self._thread_id = -1
-        self._local: deque[Any] = deque()
-        self._handle: LoopHandle | None = None
-        self._inbox: Inbox[Any] | None = None
-        self._wake: anyio.Event | None = None
-        self._handlers: TaskGroup | None = None
-        self._serve_scope: anyio.CancelScope | None = None
-        self._stopped: anyio.Event | None = None
         self._closed_event: anyio.Event | None = None
-        self._cm: AbstractAsyncContextManager[AmqpCommunicator] | None = None
         self._task_scopes: dict[_TaskItem, anyio.CancelScope] = {}
         self._pending: dict[str, ReplySink] = {}
         self._pending_lock = threading.Lock()
@@ -362,10 +349,6 @@ class AmqpCommunicator(Communicator):
         )
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
     def namespace(self) -> str:
         return self._names.namespace
 
@@ -373,10 +356,6 @@ class AmqpCommunicator(Communicator):
     def url(self) -> str:
         """The broker URL, password masked."""
         return _safe_url(self._url)
-
-    @property
-    def is_closed(self) -> bool:
-        return self._state != _OPEN
 
     @property
     def is_connected(self) -> bool:
@@ -395,29 +374,9 @@ class AmqpCommunicator(Communicator):
 
     # -- lifetime -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        if self._cm is not None:
-            raise CommunicatorClosedError(f"communicator {self._name!r} can't be reopened")
-        self._cm = self._lifetime()
-        await self._cm.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._cm is not None
-        return await self._cm.__aexit__(exc_type, exc, tb)
-
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[AmqpCommunicator]:
-        self._handle = handle = current_handle()
-        self._thread_id = handle.thread_id
-        self._inbox = Inbox(handle, self._on_batch)
-        self._wake = anyio.Event()
-        self._stopped = anyio.Event()
+        self._bind_loop()
         self._closed_event = anyio.Event()
         self._io = io = _Io(self)
         io.start()
@@ -429,29 +388,12 @@ class AmqpCommunicator(Communicator):
             with anyio.CancelScope(shield=True):
                 await wait_future(io.submit(io.close))
             raise
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(self._serve)
-                self._state = _OPEN
-                try:
-                    yield self
-                finally:
-                    await self._shutdown()
-        except BaseExceptionGroup as group:
-            # our own tasks never raise: a group holds what the body raised
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise  # pragma: no cover
-
-    async def _serve(self, *, task_status: TaskStatus[None]) -> None:
-        assert self._stopped is not None
-        try:
-            with anyio.CancelScope() as self._serve_scope:
-                async with anyio.create_task_group() as self._handlers:
-                    task_status.started()
-                    await self._dispatch_forever()
-        finally:
-            self._stopped.set()
+        async with self._serving():
+            self._state = _OPEN
+            try:
+                yield self
+            finally:
+                await self._shutdown()
 
     async def aclose(self) -> None:
         """Stop consuming (held tasks are requeued), stop the handlers, close the connection.
@@ -477,22 +419,14 @@ class AmqpCommunicator(Communicator):
         assert self._inbox is not None
         assert self._closed_event is not None
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(
-                self._publish_timeout + 5
-            ):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._publish_timeout + 5):
                 # 1. no new deliveries; channels of task consumers close (RabbitMQ requeues)
                 with contextlib.suppress(Exception):
                     await wait_future(io.submit(io.stop_consuming))
-                # 2. RPCs delivered but not run: tell their senders
-                leftovers = self._inbox.close()
-                leftovers.extend(self._local)
-                self._local.clear()
-                for item in leftovers:
-                    if type(item) is _RpcItem:
-                        self._reply_fault(item, "unroutable", self._closed_text())
-                # 3. cancel the handlers (cancelled RPC handlers send their fault replies)
-                if self._serve_scope is not None:
-                    self._serve_scope.cancel()
+                # 2. RPCs delivered but not run: tell their senders; 3. cancel the handlers
+                # (cancelled RPC handlers send their fault replies)
+                for item in self._stop_serving():
+                    self._abandon(item)
                 assert self._stopped is not None
                 await self._stopped.wait()
                 # 4. flush replies, close the connection, stop the I/O thread
@@ -506,18 +440,10 @@ class AmqpCommunicator(Communicator):
             self._closed_event.set()
 
     def _closed_text(self) -> str:
-        return f"rpc recipient on {self._name!r} closed before replying"
-
-    def _on_own_thread(self) -> bool:
-        return _get_ident() == self._thread_id
+        return str(self._closed_while_handling())
 
     def _check_open(self) -> _Io:
-        if self._state != _OPEN:
-            if self._state == _NEW:
-                raise CommunicatorClosedError(
-                    f"communicator {self._name!r} is not open; use 'async with'"
-                )
-            raise CommunicatorClosedError(f"communicator {self._name!r} is closed")
+        self._check_state()
         assert self._io is not None
         return self._io
 
@@ -570,29 +496,6 @@ class AmqpCommunicator(Communicator):
 
     # -- dispatcher (our loop) ------------------------------------------------------------
 
-    def _on_batch(self, items: deque[Any]) -> None:
-        # inside a call-soon callback: only move items and wake the dispatcher
-        if self._state == _OPEN:
-            self._local.extend(items)
-            self._wake.set()  # type: ignore[union-attr]
-        else:
-            for item in items:
-                if type(item) is _RpcItem:
-                    self._reply_fault(item, "unroutable", self._closed_text())
-
-    async def _dispatch_forever(self) -> None:
-        local = self._local
-        while True:
-            await self._wake.wait()  # type: ignore[union-attr]
-            self._wake = anyio.Event()
-            n = 0
-            while local:
-                self._run_item(local.popleft())
-                n += 1
-                if n == _BATCH:
-                    n = 0
-                    await anyio.lowlevel.checkpoint()  # fairness: let other tasks run
-
     def _run_item(self, item: Any) -> None:
         kind = type(item)
         if kind is _RpcItem:
@@ -602,9 +505,9 @@ class AmqpCommunicator(Communicator):
         else:
             self._run_broadcast(item)
 
-    def _start(self, fn: Any, *args: Any) -> None:
-        assert self._handlers is not None
-        self._handlers.start_soon(fn, *args)
+    def _abandon(self, item: Any) -> None:
+        if type(item) is _RpcItem:
+            self._reply_fault(item, "unroutable", self._closed_text())
 
     # RPC
 
@@ -773,11 +676,6 @@ class AmqpCommunicator(Communicator):
         await wait_future(io.submit(io.remove_broadcast, str(identifier)))
 
     # -- sending --------------------------------------------------------------------------
-
-    def _slot(self) -> ReplySlot[Any]:
-        if _get_ident() == self._thread_id:
-            return ReplySlot(self._handle)
-        return ReplySlot()
 
     async def rpc_send(self, recipient_id: Any, msg: Any) -> Any:
         io = self._check_open()
@@ -1045,9 +943,7 @@ class _Io:
         try:
             self.loop.call_soon_threadsafe(start)
         except RuntimeError:  # the loop is closed
-            raise CommunicatorClosedError(
-                f"communicator {self.comm.name!r} is closed"
-            ) from None
+            raise CommunicatorClosedError(f"communicator {self.comm.name!r} is closed") from None
         return future
 
     def post(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
@@ -1302,9 +1198,7 @@ class _Io:
         with contextlib.suppress(*self._io_errors, RuntimeError):
             await op
 
-    async def _dead_letter(
-        self, message: AbstractIncomingMessage, queue: str, reason: str
-    ) -> None:
+    async def _dead_letter(self, message: AbstractIncomingMessage, queue: str, reason: str) -> None:
         logger.warning(
             "amqp %r: rejected a malformed message from %r to %r: %s",
             self.comm.name,
@@ -1435,9 +1329,7 @@ class _Io:
         )
         if matching:
             with contextlib.suppress(LoopGone):
-                self.comm._deliver(
-                    _BroadcastItem(matching, body, sender, subject, correlation_id)
-                )
+                self.comm._deliver(_BroadcastItem(matching, body, sender, subject, correlation_id))
         await self._settle(message.ack())
 
     async def publish_broadcast(self, data: bytes) -> None:
@@ -1573,9 +1465,7 @@ class _Io:
                     await self.publish_reply(
                         message.reply_to,
                         message.correlation_id,
-                        wire.encode_fault(
-                            "dead_lettered", f"task in queue {sub.queue!r} {reason}"
-                        ),
+                        wire.encode_fault("dead_lettered", f"task in queue {sub.queue!r} {reason}"),
                     )
             await self._settle(message.reject(requeue=False))
             return
@@ -1600,9 +1490,7 @@ class _Io:
                 return
         await self._settle(message.ack())
 
-    def _republished(
-        self, message: AbstractIncomingMessage, headers: dict[str, Any]
-    ) -> Any:
+    def _republished(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> Any:
         return self._message(
             message.body,
             correlation_id=message.correlation_id,

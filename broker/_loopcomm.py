@@ -27,16 +27,14 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
-from typing import Any, Self, final
+from contextlib import asynccontextmanager
+from typing import Any, final
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup, TaskStatus
 
+from ._endpoint import CLOSED, NEW, OPEN, LoopEndpoint
 from ._errors import (
     CodecError,
     CommunicatorClosedError,
@@ -44,7 +42,6 @@ from ._errors import (
     LoopThreadError,
     RemoteError,
     TaskRejected,
-    UnroutableError,
 )
 from ._memory import (
     Attempt,
@@ -55,8 +52,8 @@ from ._memory import (
     RpcCall,
     resolve,
 )
-from ._wakeup import Inbox, LoopGone, LoopHandle, ReplySlot, current_handle
-from .abc import BroadcastSubscriber, Communicator, RpcSubscriber, TaskSubscriber
+from ._wakeup import LoopGone
+from .abc import BroadcastSubscriber, RpcSubscriber, TaskSubscriber
 
 __all__ = ["LoopCommunicator"]
 
@@ -71,9 +68,7 @@ def _isawaitable(value: object) -> bool:
     return type(value) not in _PLAIN and inspect.isawaitable(value)
 
 
-_NEW, _OPEN, _CLOSED = "new", "open", "closed"
-#: items run between two checkpoints, so a flood of sync handlers can't starve the loop
-_BATCH = 128
+_NEW, _OPEN, _CLOSED = NEW, OPEN, CLOSED
 
 
 def _check_subscriber(subscriber: object) -> None:
@@ -82,7 +77,7 @@ def _check_subscriber(subscriber: object) -> None:
 
 
 @final
-class LoopCommunicator(Communicator):
+class LoopCommunicator(LoopEndpoint):
     """An endpoint on a :class:`~broker.MemoryBroker`, bound to the loop that opens it.
 
     Its subscribers always run on that loop, whichever thread or loop sent the message;
@@ -95,18 +90,8 @@ class LoopCommunicator(Communicator):
     """
 
     def __init__(self, broker: MemoryBroker, *, name: str | None = None) -> None:
+        super().__init__(name or f"comm-{id(self):x}")
         self._broker = broker
-        self._name = name or f"comm-{id(self):x}"
-        self._state = _NEW
-        self._thread_id = -1
-        self._local: deque[Any] = deque()
-        self._handle: LoopHandle | None = None
-        self._inbox: Inbox[Any] | None = None
-        self._wake: anyio.Event | None = None
-        self._handlers: TaskGroup | None = None
-        self._serve_scope: anyio.CancelScope | None = None
-        self._stopped: anyio.Event | None = None
-        self._cm: AbstractAsyncContextManager[LoopCommunicator] | None = None
         self._task_scopes: dict[Attempt, anyio.CancelScope] = {}
 
     def __repr__(self) -> str:
@@ -117,66 +102,20 @@ class LoopCommunicator(Communicator):
         """The broker this communicator is attached to."""
         return self._broker
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def is_closed(self) -> bool:
-        return self._state != _OPEN
-
     # -- lifetime -------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        if self._cm is not None:
-            raise CommunicatorClosedError(f"communicator {self._name!r} can't be reopened")
-        self._cm = self._lifetime()
-        await self._cm.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._cm is not None
-        return await self._cm.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
     async def _lifetime(self) -> AsyncIterator[LoopCommunicator]:
         if self._state != _NEW:
             raise CommunicatorClosedError(f"communicator {self._name!r} can't be reopened")
-        self._handle = handle = current_handle()
-        self._thread_id = handle.thread_id
-        self._inbox = Inbox(handle, self._on_batch)
-        self._wake = anyio.Event()
-        self._stopped = anyio.Event()
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(self._serve)
-                self._broker.attach(self)
-                self._state = _OPEN
-                try:
-                    yield self
-                finally:
-                    self._close()
-        except BaseExceptionGroup as group:
-            # Our own tasks never raise, so a group holds what the ``async with`` body
-            # raised: give the caller that exception, not a group around it.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise  # pragma: no cover - only the body can raise
-
-    async def _serve(self, *, task_status: TaskStatus[None]) -> None:
-        assert self._stopped is not None
-        try:
-            with anyio.CancelScope() as self._serve_scope:
-                async with anyio.create_task_group() as self._handlers:
-                    task_status.started()
-                    await self._dispatch_forever()
-        finally:
-            self._stopped.set()
+        self._bind_loop()
+        async with self._serving():
+            self._broker.attach(self)
+            self._state = _OPEN
+            try:
+                yield self
+            finally:
+                self._close()
 
     async def aclose(self) -> None:
         """Unsubscribe everything, requeue held tasks, stop the handlers. Idempotent.
@@ -198,31 +137,17 @@ class LoopCommunicator(Communicator):
         self._state = _CLOSED
         if not was_open:
             return
-        self._broker.detach(self)
-        assert self._inbox is not None
-        leftovers = self._inbox.close()
-        leftovers.extend(self._local)
-        self._local.clear()
-        for item in leftovers:
-            if type(item) is RpcCall:
-                resolve(item.sink, False, self._closed_while_handling())
-            # task attempts were requeued by detach(); broadcasts are fire-and-forget
-        if self._serve_scope is not None:
-            self._serve_scope.cancel()
+        self._broker.detach(self)  # task attempts are requeued there
+        for item in self._stop_serving():
+            self._abandon(item)
 
-    def _closed_while_handling(self) -> UnroutableError:
-        return UnroutableError(f"rpc recipient on {self._name!r} closed before replying")
-
-    def _on_own_thread(self) -> bool:
-        return _get_ident() == self._thread_id
+    def _abandon(self, item: Any) -> None:
+        if type(item) is RpcCall:
+            resolve(item.sink, False, self._closed_while_handling())
+        # task attempts were requeued by detach(); broadcasts are fire-and-forget
 
     def _check_open(self) -> None:
-        if self._state != _OPEN:
-            if self._state == _NEW:
-                raise CommunicatorClosedError(
-                    f"communicator {self._name!r} is not open; use 'async with'"
-                )
-            raise CommunicatorClosedError(f"communicator {self._name!r} is closed")
+        self._check_state()
 
     # -- delivery (called by the broker, any thread) --------------------------------------
 
@@ -238,31 +163,6 @@ class LoopCommunicator(Communicator):
         except LoopGone:
             raise EndpointGone from None
 
-    def _on_batch(self, items: deque[Any]) -> None:
-        # in our loop, inside a call-soon callback: only move items and wake the dispatcher
-        if self._state == _OPEN:
-            self._local.extend(items)
-            self._wake.set()  # type: ignore[union-attr]
-        else:
-            for item in items:
-                if type(item) is RpcCall:
-                    resolve(item.sink, False, self._closed_while_handling())
-
-    async def _dispatch_forever(self) -> None:
-        local = self._local
-        run = self._run_item
-        while True:
-            await self._wake.wait()  # type: ignore[union-attr]
-            # replace the event before draining: a post during the drain sets the new one
-            self._wake = anyio.Event()
-            n = 0
-            while local:
-                run(local.popleft())
-                n += 1
-                if n == _BATCH:
-                    n = 0
-                    await anyio.lowlevel.checkpoint()  # fairness: let other tasks run
-
     def _run_item(self, item: Any) -> None:
         kind = type(item)
         if kind is RpcCall:
@@ -273,10 +173,6 @@ class LoopCommunicator(Communicator):
             self._run_broadcast(item)
         else:  # pragma: no cover - the broker only sends these three
             logger.error("communicator %r got an unknown item %r", self._name, item)
-
-    def _start(self, fn: Any, *args: Any) -> None:
-        assert self._handlers is not None
-        self._handlers.start_soon(fn, *args)
 
     # -- RPC handling ---------------------------------------------------------------------
 
@@ -470,12 +366,6 @@ class LoopCommunicator(Communicator):
         await anyio.lowlevel.checkpoint()
 
     # -- sending --------------------------------------------------------------------------
-
-    def _slot(self) -> ReplySlot[Any]:
-        # the awaiting loop is ours when we're on our thread; else whichever loop is running
-        if _get_ident() == self._thread_id:
-            return ReplySlot(self._handle)
-        return ReplySlot()
 
     async def rpc_send(self, recipient_id: Any, msg: Any) -> Any:
         self._check_open()

@@ -1,0 +1,195 @@
+"""The loop side every communicator shares: binding to a loop, the dispatcher, handler tasks.
+
+A communicator is opened with ``async with`` on some event loop (asyncio or trio); that loop
+runs its subscribers. Backends differ in where messages come from (a :class:`MemoryBroker`, a
+RabbitMQ connection on its own thread) and in how replies and acknowledgements leave; this base
+class holds what they have in common:
+
+- :meth:`_bind_loop` captures the loop and makes the coalescing :class:`Inbox` into it;
+- :meth:`_serving` runs the dispatcher task and the handler task group for the lifetime of
+  the ``async with`` block, and gives the block's own exception back unwrapped;
+- the dispatcher drains the inbox and calls :meth:`_run_item` for each delivery (inline, so a
+  plain-function subscriber costs no task), yielding every ``_BATCH`` items for fairness;
+- deliveries that arrive after closing are handed to :meth:`_abandon` (an RPC then gets an
+  "unroutable" reply instead of hanging its caller).
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, Final, Self
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskGroup, TaskStatus
+
+from ._errors import CommunicatorClosedError, UnroutableError
+from ._wakeup import Inbox, LoopHandle, ReplySlot, current_handle
+from .abc import Communicator
+
+__all__ = ["LoopEndpoint"]
+
+_get_ident = threading.get_ident
+
+NEW: Final = "new"
+OPEN: Final = "open"
+CLOSING: Final = "closing"
+CLOSED: Final = "closed"
+
+#: items run between two checkpoints, so a flood of sync handlers can't starve the loop
+_BATCH: Final = 128
+
+
+class LoopEndpoint(Communicator):
+    """Base of communicators whose subscribers run on the loop that opened them."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._state = NEW
+        self._thread_id = -1
+        self._local: deque[Any] = deque()
+        self._handle: LoopHandle | None = None
+        self._inbox: Inbox[Any] | None = None
+        self._wake: anyio.Event | None = None
+        self._handlers: TaskGroup | None = None
+        self._serve_scope: anyio.CancelScope | None = None
+        self._stopped: anyio.Event | None = None
+        self._cm: AbstractAsyncContextManager[Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def is_closed(self) -> bool:
+        return self._state != OPEN
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._cm is not None:
+            raise CommunicatorClosedError(f"communicator {self._name!r} can't be reopened")
+        self._cm = self._lifetime()
+        await self._cm.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._cm is not None
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
+    @abc.abstractmethod
+    def _lifetime(self) -> AbstractAsyncContextManager[Any]:
+        """Open the backend, ``async with self._serving()``, yield, close the backend."""
+
+    def _bind_loop(self) -> LoopHandle:
+        """Bind to the running loop: the inbox, the dispatcher's wake-up, the stop event."""
+        self._handle = handle = current_handle()
+        self._thread_id = handle.thread_id
+        self._inbox = Inbox(handle, self._on_batch)
+        self._wake = anyio.Event()
+        self._stopped = anyio.Event()
+        return handle
+
+    @asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
+        """Run the dispatcher and the handler task group while the block runs."""
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._serve)
+                yield
+        except BaseExceptionGroup as group:
+            # Our own tasks never raise, so a group holds what the ``async with`` body
+            # raised: give the caller that exception, not a group around it.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise  # pragma: no cover - only the body can raise
+
+    async def _serve(self, *, task_status: TaskStatus[None]) -> None:
+        assert self._stopped is not None
+        try:
+            with anyio.CancelScope() as self._serve_scope:
+                async with anyio.create_task_group() as self._handlers:
+                    task_status.started()
+                    await self._dispatch_forever()
+        finally:
+            self._stopped.set()
+
+    def _stop_serving(self) -> list[Any]:
+        """Refuse further deliveries, cancel the handlers; return what was never run."""
+        assert self._inbox is not None
+        leftovers = self._inbox.close()
+        leftovers.extend(self._local)
+        self._local.clear()
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+        return leftovers
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _on_own_thread(self) -> bool:
+        return _get_ident() == self._thread_id
+
+    def _check_state(self) -> None:
+        if self._state != OPEN:
+            if self._state == NEW:
+                raise CommunicatorClosedError(
+                    f"communicator {self._name!r} is not open; use 'async with'"
+                )
+            raise CommunicatorClosedError(f"communicator {self._name!r} is closed")
+
+    def _closed_while_handling(self) -> UnroutableError:
+        return UnroutableError(f"rpc recipient on {self._name!r} closed before replying")
+
+    def _slot(self) -> ReplySlot[Any]:
+        # the awaiting loop is ours when we're on our thread; else whichever loop is running
+        if _get_ident() == self._thread_id:
+            return ReplySlot(self._handle)
+        return ReplySlot()
+
+    # -- the dispatcher -------------------------------------------------------------------
+
+    def _on_batch(self, items: deque[Any]) -> None:
+        # in our loop, inside a call-soon callback: only move items and wake the dispatcher
+        if self._state == OPEN:
+            self._local.extend(items)
+            self._wake.set()  # type: ignore[union-attr]
+        else:
+            for item in items:
+                self._abandon(item)
+
+    async def _dispatch_forever(self) -> None:
+        local = self._local
+        run = self._run_item
+        while True:
+            await self._wake.wait()  # type: ignore[union-attr]
+            # replace the event before draining: a post during the drain sets the new one
+            self._wake = anyio.Event()
+            n = 0
+            while local:
+                run(local.popleft())
+                n += 1
+                if n == _BATCH:
+                    n = 0
+                    await anyio.lowlevel.checkpoint()  # fairness: let other tasks run
+
+    def _start(self, fn: Any, *args: Any) -> None:
+        assert self._handlers is not None
+        self._handlers.start_soon(fn, *args)
+
+    @abc.abstractmethod
+    def _run_item(self, item: Any) -> None:
+        """Run one delivery (in the dispatcher: must not raise)."""
+
+    @abc.abstractmethod
+    def _abandon(self, item: Any) -> None:
+        """A delivery that will never run (we closed): answer its sender if it waits."""
