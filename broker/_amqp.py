@@ -56,7 +56,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import inspect
 import itertools
 import logging
 import math
@@ -80,7 +79,6 @@ from ._errors import (
     DuplicateSubscriberError,
     ErrorInfo,
     LoopThreadError,
-    TaskRejected,
     UnknownSubscriberError,
     UnroutableError,
 )
@@ -115,7 +113,6 @@ _CONTENT_TYPE: Final = "application/json"
 
 _NEW, _OPEN, _CLOSING, _CLOSED = NEW, OPEN, CLOSING, CLOSED
 _get_ident = threading.get_ident
-_isawaitable = inspect.isawaitable
 
 
 class BrokerUnavailableError(DeliveryFailed):
@@ -337,7 +334,6 @@ class AmqpCommunicator(LoopEndpoint):
         self._consumer_timeout = consumer_timeout
         self._queue_expires = queue_expires
         self._closed_event: anyio.Event | None = None
-        self._task_scopes: dict[_TaskItem, anyio.CancelScope] = {}
         self._pending: dict[str, ReplySink] = {}
         self._pending_lock = threading.Lock()
         self._io: _Io | None = None
@@ -486,13 +482,13 @@ class AmqpCommunicator(LoopEndpoint):
         handle = self._handle
         if handle is not None:
             with contextlib.suppress(LoopGone):
-                handle.post(self._cancel_task_handlers, sub, epoch)
+                handle.post(self._cancel_handlers_of, sub, epoch)
 
-    def _cancel_task_handlers(self, sub: _TaskSub, epoch: int | None) -> None:
+    def _cancel_handlers_of(self, sub: _TaskSub, epoch: int | None) -> None:
         # in our loop
-        for item, scope in list(self._task_scopes.items()):
-            if item.sub is sub and (epoch is None or item.epoch == epoch):
-                scope.cancel()
+        self._cancel_task_handlers(
+            lambda item: item.sub is sub and (epoch is None or item.epoch == epoch)
+        )
 
     # -- dispatcher (our loop) ------------------------------------------------------------
 
@@ -509,29 +505,16 @@ class AmqpCommunicator(LoopEndpoint):
         if type(item) is _RpcItem:
             self._reply_fault(item, "unroutable", self._closed_text())
 
-    # RPC
+    # RPC (the shared part is in LoopEndpoint)
 
     def _run_rpc(self, item: _RpcItem) -> None:
-        try:
-            result = item.subscriber(self, item.body)
-        except Exception as exc:
-            self._reply_data(item.reply_to, item.correlation_id, _error_data(exc))
-            return
-        if _isawaitable(result):
-            self._start(self._await_rpc, result, item)
-        else:
-            self._reply_data(item.reply_to, item.correlation_id, _value_data(result))
+        self._handle_rpc(item, item.subscriber, item.body)
 
-    async def _await_rpc(self, awaitable: Awaitable[Any], item: _RpcItem) -> None:
-        try:
-            value = await awaitable
-        except anyio.get_cancelled_exc_class():
-            self._reply_fault(item, "unroutable", self._closed_text())
-            raise
-        except Exception as exc:
-            self._reply_data(item.reply_to, item.correlation_id, _error_data(exc))
-        else:
-            self._reply_data(item.reply_to, item.correlation_id, _value_data(value))
+    def _rpc_done(self, item: _RpcItem, value: Any) -> None:
+        self._reply_data(item.reply_to, item.correlation_id, _value_data(value))
+
+    def _rpc_failed(self, item: _RpcItem, exc: Exception) -> None:
+        self._reply_data(item.reply_to, item.correlation_id, _error_data(exc))
 
     def _reply_fault(self, item: _RpcItem, kind: str, message: str) -> None:
         self._reply_data(item.reply_to, item.correlation_id, wire.encode_fault(kind, message))
@@ -543,36 +526,7 @@ class AmqpCommunicator(LoopEndpoint):
     # tasks
 
     def _run_task(self, item: _TaskItem) -> None:
-        try:
-            result = item.sub.subscriber(self, item.body)
-        except TaskRejected:
-            self._task_rejected(item)
-            return
-        except Exception as exc:
-            self._task_failed(item, exc)
-            return
-        if _isawaitable(result):
-            self._start(self._await_task, result, item)
-        else:
-            self._task_done(item, result)
-
-    async def _await_task(self, awaitable: Awaitable[Any], item: _TaskItem) -> None:
-        # Cancelled: the consumer was removed, its channel died or we are closing; RabbitMQ
-        # requeues the task, so a cancelled handler reports nothing.
-        scope = anyio.CancelScope()
-        self._task_scopes[item] = scope
-        try:
-            with scope:
-                try:
-                    value = await awaitable
-                except TaskRejected:
-                    self._task_rejected(item)
-                except Exception as exc:
-                    self._task_failed(item, exc)
-                else:
-                    self._task_done(item, value)
-        finally:
-            del self._task_scopes[item]
+        self._handle_task(item, item.sub.subscriber, item.body)
 
     def _task_done(self, item: _TaskItem, value: Any) -> None:
         try:
@@ -601,21 +555,9 @@ class AmqpCommunicator(LoopEndpoint):
     # broadcasts
 
     def _run_broadcast(self, item: _BroadcastItem) -> None:
-        args = (item.body, item.sender, item.subject, item.correlation_id)
-        for subscriber in item.subscribers:
-            try:
-                result = subscriber(self, *args)
-            except Exception:
-                logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
-                continue
-            if _isawaitable(result):
-                self._start(self._await_broadcast, result, subscriber)
-
-    async def _await_broadcast(self, awaitable: Awaitable[Any], subscriber: Any) -> None:
-        try:
-            await awaitable
-        except Exception:
-            logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
+        self._handle_broadcast(
+            item.subscribers, item.body, item.sender, item.subject, item.correlation_id
+        )
 
     # -- subscriptions --------------------------------------------------------------------
 
@@ -658,7 +600,7 @@ class AmqpCommunicator(LoopEndpoint):
         io = self._check_open()
         sub: _TaskSub = await wait_future(io.submit(io.remove_task, str(identifier)))
         if self._on_own_thread():
-            self._cancel_task_handlers(sub, None)
+            self._cancel_handlers_of(sub, None)
         else:
             self._cancel_task_handlers_soon(sub, None)
 

@@ -109,9 +109,7 @@ class Names:
     @namespace.validator
     def _check(self, _attribute: object, value: str) -> None:
         if not isinstance(value, str) or not _NAMESPACE_RE.fullmatch(value):
-            raise ValueError(
-                f"namespace must be letters, digits, '_', '-' or ':', got {value!r}"
-            )
+            raise ValueError(f"namespace must be letters, digits, '_', '-' or ':', got {value!r}")
         _check_name(f"{value}.dead-letters", "namespace")
 
     @property

@@ -17,9 +17,11 @@ class holds what they have in common:
 from __future__ import annotations
 
 import abc
+import inspect
+import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Final, Self
@@ -28,11 +30,13 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
-from ._errors import CommunicatorClosedError, UnroutableError
+from ._errors import CommunicatorClosedError, TaskRejected, UnroutableError
 from ._wakeup import Inbox, LoopHandle, ReplySlot, current_handle
 from .abc import Communicator
 
 __all__ = ["LoopEndpoint"]
+
+logger = logging.getLogger("broker")
 
 _get_ident = threading.get_ident
 
@@ -60,6 +64,7 @@ class LoopEndpoint(Communicator):
         self._serve_scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
         self._cm: AbstractAsyncContextManager[Any] | None = None
+        self._task_scopes: dict[Any, anyio.CancelScope] = {}
 
     @property
     def name(self) -> str:
@@ -193,3 +198,119 @@ class LoopEndpoint(Communicator):
     @abc.abstractmethod
     def _abandon(self, item: Any) -> None:
         """A delivery that will never run (we closed): answer its sender if it waits."""
+
+    # -- running subscribers: what the backends share; how results leave is theirs --------
+
+    def _handle_rpc(self, item: Any, subscriber: Callable[..., Any], msg: Any) -> None:
+        try:
+            result = subscriber(self, msg)
+        except Exception as exc:
+            self._rpc_failed(item, exc)
+            return
+        if _isawaitable(result):
+            self._start(self._await_rpc, result, item)
+        else:
+            self._rpc_done(item, result)
+
+    async def _await_rpc(self, awaitable: Awaitable[Any], item: Any) -> None:
+        try:
+            value = await awaitable
+        except anyio.get_cancelled_exc_class():
+            self._abandon(item)  # we are closing: the caller must not hang
+            raise
+        except Exception as exc:
+            self._rpc_failed(item, exc)
+        else:
+            self._rpc_done(item, value)
+
+    @abc.abstractmethod
+    def _rpc_done(self, item: Any, value: Any) -> None:
+        """Send ``value`` as the reply to RPC ``item``."""
+
+    @abc.abstractmethod
+    def _rpc_failed(self, item: Any, exc: Exception) -> None:
+        """Send the failure ``exc`` as the reply to RPC ``item``."""
+
+    def _handle_task(self, item: Any, subscriber: Callable[..., Any], body: Any) -> None:
+        try:
+            result = subscriber(self, body)
+        except TaskRejected:
+            self._task_rejected(item)
+            return
+        except Exception as exc:
+            self._task_failed(item, exc)
+            return
+        if _isawaitable(result):
+            self._start(self._await_task, result, item)
+        else:
+            self._task_done(item, result)
+
+    async def _await_task(self, awaitable: Awaitable[Any], item: Any) -> None:
+        # Cancellation means the consumer was removed or we are closing; either way the task
+        # was put back in its queue, so a cancelled handler reports nothing.
+        if not self._task_live(item):
+            # removed between the call and this task's first step: don't start the work
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()
+            return
+        scope = anyio.CancelScope()
+        self._task_scopes[item] = scope
+        try:
+            with scope:
+                try:
+                    value = await awaitable
+                except TaskRejected:
+                    self._task_rejected(item)
+                except Exception as exc:
+                    self._task_failed(item, exc)
+                else:
+                    self._task_done(item, value)
+        finally:
+            del self._task_scopes[item]
+
+    def _cancel_task_handlers(self, which: Callable[[Any], bool]) -> None:
+        """In our loop: cancel the running task handlers whose item ``which`` selects."""
+        for item, scope in list(self._task_scopes.items()):
+            if which(item):
+                scope.cancel()
+
+    def _task_live(self, item: Any) -> bool:
+        """Whether ``item`` still belongs to a subscribed consumer (backends may know)."""
+        return True
+
+    @abc.abstractmethod
+    def _task_done(self, item: Any, value: Any) -> None:
+        """Acknowledge task ``item`` and reply ``value``."""
+
+    @abc.abstractmethod
+    def _task_failed(self, item: Any, exc: Exception) -> None:
+        """Acknowledge task ``item`` and reply the failure ``exc``."""
+
+    @abc.abstractmethod
+    def _task_rejected(self, item: Any) -> None:
+        """The subscriber raised TaskRejected: hand ``item`` to another consumer."""
+
+    def _handle_broadcast(self, subscribers: Iterable[Callable[..., Any]], *args: Any) -> None:
+        for subscriber in subscribers:
+            try:
+                result = subscriber(self, *args)
+            except Exception:
+                logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
+                continue
+            if _isawaitable(result):
+                self._start(self._await_broadcast, result, subscriber)
+
+    async def _await_broadcast(self, awaitable: Awaitable[Any], subscriber: Any) -> None:
+        try:
+            await awaitable
+        except Exception:
+            logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
+
+
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
+
+
+def _isawaitable(value: object) -> bool:
+    # most results are plain data: skip inspect's slower checks for them
+    return type(value) not in _PLAIN and inspect.isawaitable(value)

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, final
 
@@ -41,14 +40,12 @@ from ._errors import (
     ErrorInfo,
     LoopThreadError,
     RemoteError,
-    TaskRejected,
 )
 from ._memory import (
     Attempt,
     BroadcastDelivery,
     EndpointGone,
     MemoryBroker,
-    ReplySink,
     RpcCall,
     resolve,
 )
@@ -60,13 +57,6 @@ __all__ = ["LoopCommunicator"]
 logger = logging.getLogger("broker")
 
 _get_ident = threading.get_ident
-_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
-
-
-def _isawaitable(value: object) -> bool:
-    # most replies are plain data: skip inspect's slower checks for them
-    return type(value) not in _PLAIN and inspect.isawaitable(value)
-
 
 _NEW, _OPEN, _CLOSED = NEW, OPEN, CLOSED
 
@@ -92,7 +82,6 @@ class LoopCommunicator(LoopEndpoint):
     def __init__(self, broker: MemoryBroker, *, name: str | None = None) -> None:
         super().__init__(name or f"comm-{id(self):x}")
         self._broker = broker
-        self._task_scopes: dict[Attempt, anyio.CancelScope] = {}
 
     def __repr__(self) -> str:
         return f"<LoopCommunicator {self._name!r} {self._state}>"
@@ -174,40 +163,26 @@ class LoopCommunicator(LoopEndpoint):
         else:  # pragma: no cover - the broker only sends these three
             logger.error("communicator %r got an unknown item %r", self._name, item)
 
-    # -- RPC handling ---------------------------------------------------------------------
+    # -- running subscribers (the shared part is in LoopEndpoint) -------------------------
 
     def _run_rpc(self, call: RpcCall) -> None:
         try:
             msg = self._broker._decode(call.payload)
-            result = call.subscriber(self, msg)
         except Exception as exc:
-            resolve(call.sink, False, RemoteError(ErrorInfo.from_exception(exc)))
+            self._rpc_failed(call, exc)
             return
-        if _isawaitable(result):
-            self._start(self._await_rpc, result, call.sink)
-        else:
-            self._reply(call.sink, result)
+        self._handle_rpc(call, call.subscriber, msg)
 
-    async def _await_rpc(self, awaitable: Awaitable[Any], sink: ReplySink) -> None:
-        try:
-            value = await awaitable
-        except anyio.get_cancelled_exc_class():
-            resolve(sink, False, self._closed_while_handling())
-            raise
-        except Exception as exc:
-            resolve(sink, False, RemoteError(ErrorInfo.from_exception(exc)))
-        else:
-            self._reply(sink, value)
-
-    def _reply(self, sink: ReplySink, value: Any) -> None:
+    def _rpc_done(self, call: RpcCall, value: Any) -> None:
         try:
             value = self._broker.round_trip(value, "reply")
         except CodecError as exc:
-            resolve(sink, False, RemoteError(ErrorInfo.from_exception(exc)))
+            self._rpc_failed(call, exc)
         else:
-            resolve(sink, True, value)
+            resolve(call.sink, True, value)
 
-    # -- task handling --------------------------------------------------------------------
+    def _rpc_failed(self, call: RpcCall, exc: Exception) -> None:
+        resolve(call.sink, False, RemoteError(ErrorInfo.from_exception(exc)))
 
     def _run_task(self, attempt: Attempt) -> None:
         if not attempt.live:
@@ -215,47 +190,17 @@ class LoopCommunicator(LoopEndpoint):
             return
         try:
             body = self._broker._decode(attempt.payload)
-            result = attempt.subscriber(self, body)
-        except TaskRejected:
-            self._broker.reject(attempt)
-            return
         except Exception as exc:
             self._task_failed(attempt, exc)
             return
-        if _isawaitable(result):
-            self._start(self._await_task, result, attempt)
-        else:
-            self._task_done(attempt, result)
+        self._handle_task(attempt, attempt.subscriber, body)
 
-    async def _await_task(self, awaitable: Awaitable[Any], attempt: Attempt) -> None:
-        # Cancellation means the consumer was removed or we are closing; either way the broker
-        # already requeued the attempt, so a cancelled handler reports nothing.
-        if not attempt.live:
-            # removed between the call and this task's first step: don't start the work
-            close = getattr(awaitable, "close", None)
-            if close is not None:
-                close()
-            return
-        scope = anyio.CancelScope()
-        self._task_scopes[attempt] = scope
-        try:
-            with scope:
-                try:
-                    value = await awaitable
-                except TaskRejected:
-                    self._broker.reject(attempt)
-                except Exception as exc:
-                    self._task_failed(attempt, exc)
-                else:
-                    self._task_done(attempt, value)
-        finally:
-            del self._task_scopes[attempt]
+    def _task_live(self, attempt: Attempt) -> bool:
+        return attempt.live
 
     def _cancel_handlers_of(self, identifier: str) -> None:
         # in our loop: stop the handlers still working on a removed consumer's tasks
-        for attempt, scope in list(self._task_scopes.items()):
-            if attempt.consumer.identifier == identifier:
-                scope.cancel()
+        self._cancel_task_handlers(lambda attempt: attempt.consumer.identifier == identifier)
 
     def _task_done(self, attempt: Attempt, value: Any) -> None:
         try:
@@ -275,7 +220,8 @@ class LoopCommunicator(LoopEndpoint):
             )
         self._broker.complete(attempt, False, ErrorInfo.from_exception(exc))
 
-    # -- broadcast handling ---------------------------------------------------------------
+    def _task_rejected(self, attempt: Attempt) -> None:
+        self._broker.reject(attempt)
 
     def _run_broadcast(self, delivery: BroadcastDelivery) -> None:
         body = self._broker._decode(delivery.payload)
@@ -287,20 +233,7 @@ class LoopCommunicator(LoopEndpoint):
                 delivery.subject,
                 delivery.correlation_id,
             )
-        for subscriber in delivery.subscribers:
-            try:
-                result = subscriber(self, body, sender, subject, correlation_id)
-            except Exception:
-                logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
-                continue
-            if _isawaitable(result):
-                self._start(self._await_broadcast, result, subscriber)
-
-    async def _await_broadcast(self, awaitable: Awaitable[Any], subscriber: Any) -> None:
-        try:
-            await awaitable
-        except Exception:
-            logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
+        self._handle_broadcast(delivery.subscribers, body, sender, subject, correlation_id)
 
     # -- subscriptions --------------------------------------------------------------------
 
