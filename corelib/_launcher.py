@@ -1,0 +1,194 @@
+"""``ProcessLauncher``: the task subscriber that runs launch, continue and execute tasks.
+
+A worker registers it on its communicator (``await comm.add_task_subscriber(launcher)``); it
+runs on the worker's loop and launches processes through the worker's
+:class:`~corelib.ProcessControl`, so they answer RPCs before the launcher replies.
+
+Task bodies (see :func:`~corelib.launch_body`):
+
+- ``launch``: create ``process_class`` with ``inputs`` and pid ``pid``; with ``persist`` save a
+  checkpoint before it runs and another once it is terminal (a persister is required, else
+  :class:`~broker.TaskRejected`). A redelivered persisted launch (its first worker died) finds
+  the checkpoint and continues from it instead of starting again;
+- ``continue``: load the checkpoint of ``pid`` (``tag``) and continue it (persister required);
+  a terminal checkpoint returns its stored outcome; a pid already running here is awaited,
+  not started twice;
+- ``execute``: ``launch`` with ``persist`` and without ``nowait``.
+
+The reply, and the acknowledgement, come once the process is terminal: its outcome dict (see
+:func:`~corelib.outcome_of`); with ``nowait`` at once: its pid. An unknown task type is
+rejected (:class:`~broker.TaskRejected`). Classes are resolved only by a
+:class:`~corelib.ClassLoader`, whose allowed prefixes bound what a task may import.
+
+Checkpoints are made and loaded by :func:`~corelib._persistence.checkpoint_of` and
+:func:`~corelib._persistence.load_process`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any, final
+
+from broker import Communicator, TaskRejected
+
+from ._checkpoint import Checkpoint, CheckpointNotFoundError
+from ._control import ProcessControl, outcome_of, to_plain
+from ._controller import TASK_TYPES
+from ._exit_code import ExitCode
+from ._loader import ClassLoader
+from ._persistence import checkpoint_of, load_process
+from ._persisters import Persister
+from ._process import Process
+
+__all__ = ["ProcessLauncher", "outcome_of_checkpoint"]
+
+logger = logging.getLogger("corelib.control")
+
+_TERMINAL = frozenset({"finished", "excepted", "killed"})
+
+
+def outcome_of_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The outcome dict (as :func:`~corelib.outcome_of` makes it) of a terminal checkpoint."""
+    summary: dict[str, Any] = {"pid": checkpoint.pid, "state": checkpoint.state}
+    data = checkpoint.state_data
+    if checkpoint.state == "finished":
+        code = checkpoint.exit_code
+        summary["successful"] = bool(data.get("successful", code is None or code.status == 0))
+        summary["exit_status"] = 0 if code is None else code.status
+        summary["exit_message"] = None if code is None else code.message
+        try:
+            summary["outputs"] = to_plain(checkpoint.outputs)
+        except TypeError:
+            summary["outputs_omitted"] = True
+        result = data.get("result")
+        if result is not None and not isinstance(result, ExitCode):
+            with contextlib.suppress(TypeError):
+                summary["result"] = to_plain(result)
+    elif checkpoint.state == "excepted":
+        type_name = data.get("type_name", "Exception")
+        summary["exception"] = f"{type_name}: {data.get('message', '')}"
+    elif checkpoint.state == "killed":
+        summary["message"] = data.get("message")
+    return summary
+
+
+@final
+class ProcessLauncher:
+    """Runs launch/continue/execute tasks on a worker (see the module docstring).
+
+    Args:
+        control: the worker's open binding; processes are launched through it.
+        persister: where checkpoints go; without one, ``persist`` and ``continue`` tasks are
+            rejected.
+        loader: resolves ``process_class``; the default allows what
+            :class:`~corelib.ClassLoader` allows by default.
+    """
+
+    __slots__ = ("_accepting", "_classes", "_control", "_launched", "_loader", "_persister")
+
+    def __init__(
+        self,
+        control: ProcessControl,
+        *,
+        persister: Persister | None = None,
+        loader: ClassLoader | None = None,
+    ) -> None:
+        self._control = control
+        self._persister = persister
+        self._loader = ClassLoader() if loader is None else loader
+        self._accepting = True
+        self._launched = 0
+        # resolved classes by identifier: the loader's checks ran once for each
+        self._classes: dict[str, type[Process]] = {}
+
+    @property
+    def launched(self) -> int:
+        """How many processes this launcher started (continued ones included)."""
+        return self._launched
+
+    def stop_accepting(self) -> None:
+        """Reject every task from now on (they go to other workers); for draining workers."""
+        self._accepting = False
+
+    async def __call__(self, _comm: Communicator, task: Any) -> Any:
+        if not self._accepting:
+            raise TaskRejected("this worker is stopping")
+        if not isinstance(task, Mapping) or task.get("task") not in TASK_TYPES:
+            kind = task.get("task") if isinstance(task, Mapping) else type(task).__name__
+            raise TaskRejected(f"unknown task type {kind!r}")
+        kind = task["task"]
+        if kind == "continue":
+            return await self._continue(
+                str(task["pid"]), task.get("tag"), bool(task.get("nowait", False))
+            )
+        persist = kind == "execute" or bool(task.get("persist", False))
+        nowait = kind != "execute" and bool(task.get("nowait", False))
+        return await self._launch(task, persist, nowait)
+
+    async def _launch(self, task: Mapping[str, Any], persist: bool, nowait: bool) -> Any:
+        identifier = str(task["process_class"])
+        process_class = self._classes.get(identifier)
+        if process_class is None:
+            process_class = self._loader.load(identifier, base=Process)
+            self._classes[identifier] = process_class
+        pid = task.get("pid")
+        pid = None if pid is None else str(pid)
+        if persist:
+            persister = self._require_persister()
+            if pid is not None:
+                try:
+                    checkpoint = await persister.load_checkpoint(pid)
+                except CheckpointNotFoundError:
+                    pass
+                else:  # a redelivered launch: its first worker saved it, then died
+                    return await self._resume(checkpoint, nowait)
+            process = process_class(task.get("inputs") or {}, pid=pid)
+            await persister.save_checkpoint(checkpoint_of(process))
+        else:
+            process = process_class(task.get("inputs") or {}, pid=pid)
+        return await self._run(process, persist, nowait)
+
+    async def _continue(self, pid: str, tag: Any, nowait: bool) -> Any:
+        persister = self._require_persister()
+        checkpoint = await persister.load_checkpoint(pid, None if tag is None else str(tag))
+        return await self._resume(checkpoint, nowait)
+
+    async def _resume(self, checkpoint: Checkpoint, nowait: bool) -> Any:
+        if checkpoint.state in _TERMINAL:
+            return checkpoint.pid if nowait else outcome_of_checkpoint(checkpoint)
+        running = self._control.runner.processes.get(checkpoint.pid)
+        if running is not None:  # a duplicate delivery of a process running here
+            if nowait:
+                return running.pid
+            await running.wait()
+            return outcome_of(running)
+        process = load_process(checkpoint, loader=self._loader)
+        return await self._run(process, True, nowait)
+
+    async def _run(self, process: Process, persist: bool, nowait: bool) -> Any:
+        control = self._control
+        await control.start(process)
+        self._launched += 1
+        if nowait:
+            if persist:
+                control.spawn(self._save_at_end, process, name=f"checkpoint {process.pid}")
+            return process.pid
+        await process.wait()
+        if persist:
+            await self._save_terminal(process)
+        return outcome_of(process)
+
+    async def _save_at_end(self, process: Process) -> None:
+        await process.wait()
+        await self._save_terminal(process)
+
+    async def _save_terminal(self, process: Process) -> None:
+        persister = self._require_persister()
+        await persister.save_checkpoint(checkpoint_of(process))
+
+    def _require_persister(self) -> Persister:
+        if self._persister is None:
+            raise TaskRejected("this worker has no persister")
+        return self._persister

@@ -1,0 +1,379 @@
+"""Workers: threads that each run an event loop, a runner and a launcher on a broker.
+
+A :class:`Worker` owns one thread. On it, under ``anyio.run`` (asyncio or trio), it opens a
+:class:`~broker.LoopCommunicator`, a :class:`~corelib.Runner`, a
+:class:`~corelib.ProcessControl` binding them, and registers a
+:class:`~corelib.ProcessLauncher` on the task queue. Its public methods are synchronous and
+meant for plain threads (the test's main thread, a CLI); they never block an event loop for
+longer than the worker takes to start (:meth:`Worker.start`) or stop (:meth:`Worker.stop`).
+
+Stopping has two flavours:
+
+- ``stop()`` (the default, like a daemon worker told to shut down): the worker stops
+  consuming at once, so the broker requeues every task it held; its processes are abandoned
+  (cancelled without announcing it: no ``killed`` broadcast, no checkpoint), to be continued
+  from their checkpoints (or launched again) by whichever worker gets the requeued task;
+- ``stop(drain=True)``: new tasks are rejected (they go to other workers), the processes it
+  runs are waited for (at most ``timeout`` seconds), then it stops as above.
+
+:meth:`Worker.crash` is the test double of a worker dying: the same as ``stop()`` but without
+waiting for the thread.
+
+:class:`LocalCluster` starts several workers (mixed backends allowed) on one broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Literal, Self, final
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from broker import BlockingCommunicator, BrokerStatistics, LoopCommunicator, MemoryBroker
+from broker._wakeup import LoopGone, LoopHandle, current_handle
+
+from ._control import ControlStatistics, ProcessControl
+from ._controller import BlockingProcessController
+from ._launcher import ProcessLauncher
+from ._loader import ClassLoader
+from ._persisters import Persister
+from ._runner import Runner
+
+__all__ = ["Worker", "WorkerStatistics", "LocalCluster", "ClusterStatistics"]
+
+Backend = Literal["asyncio", "trio"]
+
+_names = itertools.count(1)
+
+
+@final
+@attrs.frozen
+class WorkerStatistics:
+    """A snapshot of one worker.
+
+    Attributes:
+        name: the worker's name (also its thread's name).
+        backend: ``"asyncio"`` or ``"trio"``.
+        alive: whether its loop runs.
+        processes: processes it runs that are not terminal.
+        launched: processes its launcher started so far.
+        control: its binding's statistics (``None`` when not running).
+    """
+
+    name: str
+    backend: str
+    alive: bool
+    processes: int
+    launched: int
+    control: ControlStatistics | None
+
+
+@final
+class Worker:
+    """A thread with its own event loop that runs processes sent through the task queue.
+
+    Args:
+        broker: the broker to consume from.
+        backend: the worker's event loop, ``"asyncio"`` or ``"trio"``.
+        persister: where checkpoints go; needed for ``persist``, ``continue`` and
+            ``execute`` tasks. Shared persisters must be thread-safe (the built-in ones are).
+        prefetch: how many tasks it holds unacknowledged at once (0 = no limit). A launch
+            task is held until its process ends (unless ``nowait``), so with a limit, workers
+            full of parents that await children launched through the queue can starve those
+            children (aiida-core #1397); the children of :func:`~corelib.submit_remote` are
+            launched with ``nowait`` and hold no slot once started.
+        loader: resolves process classes named in tasks.
+        queue: the task queue to consume from (the broker's default when ``None``).
+        name: a label, also the thread's name.
+    """
+
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        *,
+        backend: Backend = "asyncio",
+        persister: Persister | None = None,
+        prefetch: int = 0,
+        loader: ClassLoader | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        if backend not in ("asyncio", "trio"):
+            raise ValueError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
+        self._broker = broker
+        self._backend: Backend = backend
+        self._persister = persister
+        self._prefetch = prefetch
+        self._loader = loader
+        self._queue = queue
+        self._name = name or f"worker-{next(_names)}"
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._handle: LoopHandle | None = None
+        self._stop_event: anyio.Event | None = None
+        self._drain_timeout: float | None = None
+        self._runner: Runner | None = None
+        self._control: ProcessControl | None = None
+        self._launcher: ProcessLauncher | None = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self._name!r} {self._backend} {'alive' if self.alive else 'stopped'}>"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker's thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The worker's thread (``None`` before :meth:`start`)."""
+        return self._thread
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def start(self, timeout: float | None = 10.0) -> None:
+        """Start the thread and return once the worker consumes tasks.
+
+        Raises:
+            RuntimeError: it was started before.
+            TimeoutError: it did not get ready in time.
+        """
+        if self._thread is not None:
+            raise RuntimeError(f"worker {self._name!r} was already started")
+        self._thread = threading.Thread(target=self._thread_main, name=self._name, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"worker {self._name!r} did not start within {timeout} s")
+        if self._error is not None:
+            raise self._error
+
+    def _thread_main(self) -> None:
+        try:
+            anyio.run(self._main, backend=self._backend)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._stop_event = anyio.Event()
+        async with LoopCommunicator(self._broker, name=self._name) as comm:
+            identifier = None
+            with anyio.CancelScope() as scope:
+                async with Runner() as runner, ProcessControl(runner, comm) as control:
+                    launcher = ProcessLauncher(
+                        control, persister=self._persister, loader=self._loader
+                    )
+                    self._runner, self._control, self._launcher = runner, control, launcher
+                    identifier = await comm.add_task_subscriber(
+                        launcher, queue=self._queue, prefetch=self._prefetch
+                    )
+                    self._handle = current_handle()
+                    self._ready.set()
+                    await self._stop_event.wait()
+                    if self._drain_timeout is not None:
+                        launcher.stop_accepting()
+                        with anyio.move_on_after(self._drain_timeout):
+                            while runner.processes:
+                                await next(iter(runner.processes.values())).wait()
+                    # Abandon the rest: requeue the held tasks, cancel without announcing.
+                    control.mute()
+                    await comm.remove_task_subscriber(identifier)
+                    scope.cancel()
+            self._runner = None
+
+    def _request_stop(self, drain_timeout: float | None) -> None:
+        # on the worker's loop
+        self._drain_timeout = drain_timeout
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def stop(self, *, drain: bool = False, timeout: float | None = 10.0) -> None:
+        """Stop the worker and join its thread (see the module docstring). Idempotent.
+
+        Args:
+            drain: finish the processes it runs first (for at most ``timeout`` seconds).
+            timeout: how long to wait for the thread.
+
+        Raises:
+            TimeoutError: the thread did not end in time.
+        """
+        self._post_stop(timeout if drain else None)
+        thread = self._thread
+        if thread is not None:
+            thread.join(None if timeout is None else timeout * (2 if drain else 1))
+            if thread.is_alive():
+                raise TimeoutError(f"worker {self._name!r} did not stop within {timeout} s")
+
+    def crash(self) -> None:
+        """Make the worker die at once (for tests): like :meth:`stop`, without waiting."""
+        self._post_stop(None)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end; returns whether it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _post_stop(self, drain_timeout: float | None) -> None:
+        handle = self._handle
+        if handle is None or not self.alive:
+            return
+        with contextlib.suppress(LoopGone):
+            handle.post(self._request_stop, drain_timeout)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- observing --------------------------------------------------------------------------
+
+    def statistics(self) -> WorkerStatistics:
+        """A snapshot (read from another thread: the counts are approximate while it runs)."""
+        runner, control, launcher = self._runner, self._control, self._launcher
+        return WorkerStatistics(
+            name=self._name,
+            backend=self._backend,
+            alive=self.alive,
+            processes=len(runner.processes) if runner is not None else 0,
+            launched=launcher.launched if launcher is not None else 0,
+            control=control.statistics() if control is not None and self.alive else None,
+        )
+
+
+@final
+@attrs.frozen
+class ClusterStatistics:
+    """A snapshot of a :class:`LocalCluster`: its workers and its broker."""
+
+    workers: tuple[WorkerStatistics, ...]
+    broker: BrokerStatistics
+
+    @property
+    def processes(self) -> int:
+        """Live processes on all workers."""
+        return sum(w.processes for w in self.workers)
+
+
+@final
+class LocalCluster:
+    """Several workers on one in-memory broker, in this interpreter.
+
+    Use it as a context manager (``with LocalCluster(workers=3) as cluster:``) from a thread
+    without a running event loop, or call :meth:`start` / :meth:`stop`.
+
+    Args:
+        workers: how many workers.
+        backends: their backends, assigned round-robin (``("asyncio", "trio")`` alternates).
+        broker: the broker; a strict (JSON) :class:`~broker.MemoryBroker` when ``None``.
+        persister: shared by every worker (must be thread-safe).
+        prefetch: each worker's prefetch.
+        loader: resolves process classes named in tasks.
+        queue: the task queue.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        backends: Sequence[Backend] = ("asyncio",),
+        broker: MemoryBroker | None = None,
+        persister: Persister | None = None,
+        prefetch: int = 0,
+        loader: ClassLoader | None = None,
+        queue: str | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        if not backends:
+            raise ValueError("backends must name at least one backend")
+        self.broker = MemoryBroker(strict=True) if broker is None else broker
+        self.persister = persister
+        self._queue = queue
+        self.workers: tuple[Worker, ...] = tuple(
+            Worker(
+                self.broker,
+                backend=backends[i % len(backends)],
+                persister=persister,
+                prefetch=prefetch,
+                loader=loader,
+                queue=queue,
+                name=f"worker-{i}",
+            )
+            for i in range(workers)
+        )
+        self._clients: list[BlockingCommunicator] = []
+
+    def __repr__(self) -> str:
+        return f"<LocalCluster {len(self.workers)} workers>"
+
+    def start(self, timeout: float | None = 10.0) -> None:
+        """Start every worker; returns once all consume tasks."""
+        for worker in self.workers:
+            worker.start(timeout)
+
+    def stop(self, *, drain: bool = False, timeout: float | None = 10.0) -> None:
+        """Stop the workers (see :meth:`Worker.stop`) and close the controllers' communicators."""
+        for worker in self.workers:
+            worker._post_stop(timeout if drain else None)
+        errors = []
+        for worker in self.workers:
+            try:
+                worker.stop(drain=drain, timeout=timeout)
+            except TimeoutError as exc:
+                errors.append(exc)
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        if errors:
+            raise errors[0]
+
+    def controller(
+        self, *, backend: Backend = "asyncio", timeout: float | None = 10.0
+    ) -> BlockingProcessController:
+        """A blocking controller on its own communicator (closed by :meth:`stop`)."""
+        comm = BlockingCommunicator(self.broker, backend=backend, timeout=timeout)
+        self._clients.append(comm)
+        return BlockingProcessController(comm, queue=self._queue)
+
+    def statistics(self) -> ClusterStatistics:
+        """A snapshot of the workers and the broker."""
+        return ClusterStatistics(
+            workers=tuple(w.statistics() for w in self.workers),
+            broker=self.broker.statistics(),
+        )
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
