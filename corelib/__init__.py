@@ -91,3 +91,22 @@ from ._persisters import InMemoryPersister as InMemoryPersister
 from ._persisters import PersistedCheckpoint as PersistedCheckpoint
 from ._persisters import Persister as Persister
 from ._persisters import SqlitePersister as SqlitePersister
+
+# --- control over communicators, workers ---
+# isort: split
+from ._control import ControlStatistics as ControlStatistics
+from ._control import ProcessControl as ProcessControl
+from ._control import RemoteProcess as RemoteProcess
+from ._control import control_of as control_of
+from ._control import outcome_of as outcome_of
+from ._control import status_of as status_of
+from ._control import submit_remote as submit_remote
+from ._controller import BlockingProcessController as BlockingProcessController
+from ._controller import ProcessController as ProcessController
+from ._controller import continue_body as continue_body
+from ._controller import launch_body as launch_body
+from ._launcher import ProcessLauncher as ProcessLauncher
+from ._worker import ClusterStatistics as ClusterStatistics
+from ._worker import LocalCluster as LocalCluster
+from ._worker import Worker as Worker
+from ._worker import WorkerStatistics as WorkerStatistics
