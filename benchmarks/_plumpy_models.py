@@ -67,6 +67,7 @@ class PMid(plumpy.WorkChain):  # type: ignore[misc]
         self.ctx.i = 0
         self.ctx.values = {f"v{i}": i * 1.5 for i in range(40)}
         self.ctx.log = [f"entry {i}" for i in range(10)]
+        self.pause()  # at the end of this step: the benchmark checkpoints it in the while_
 
     def more(self) -> bool:
         return bool(self.ctx.i < 3)

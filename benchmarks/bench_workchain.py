@@ -5,10 +5,31 @@ Side by side in one run (the machine is shared and noisy, so read the ratios):
 * steps: a WorkChain of 10 sync steps, run one after another and 300 at once (steps/s);
 * children: a WorkChain launching children through ``ToContext`` (children/s);
 * checkpoints: save + load of a mid-size WorkChain (inputs, outputs, a context of ~50 values,
-  a cursor inside a ``while_``) with each persister, and bytes per checkpoint.
+  a cursor inside a ``while_``: its setup step pauses it there) with each persister, and bytes
+  per checkpoint. The ``@start`` rows take the same WorkChain paused before its first step
+  (empty context; what these rows measured before the set-up was fixed to match this text).
 
 plumpy runs the same cases when it is importable (asyncio only; its checkpoints are a
 ``Bundle`` kept in memory, or pickled to a folder by its ``PicklePersister``).
+
+What the checkpoint rows compare, per iteration:
+
+* ``checkpoint memory``: ours encodes the :class:`~corelib.Checkpoint` to JSON bytes, stores
+  them, loads and decodes them into a fresh ``Checkpoint`` (every method is an anyio
+  checkpoint, i.e. yields to the loop once). plumpy's ``InMemoryPersister`` builds a
+  ``Bundle`` (its own save of the process), keeps that object, returns it, and the benchmark
+  calls ``bundle.unbundle()`` on it (rebuilding the process, which ours does not do: loading a
+  process is :func:`~corelib.load_process`).
+* ``checkpoint file``: ours is ``FilePersister(durable=False)``: an atomic save (write a new
+  temporary file, ``os.replace`` it over the checkpoint; no ``fsync``), done inline in the
+  event loop's thread for checkpoints up to 64 KiB, and an inline read. plumpy's
+  ``PicklePersister`` pickles the bundle straight into the checkpoint file (opened with
+  truncation, not atomic: a crash mid-write leaves a torn file) and unpickles it. Both pay the
+  file system's metadata costs (creating an inode and renaming for us, truncating for plumpy),
+  which on some machines dominate.
+* ``checkpoint file-durable`` adds both ``fsync`` calls (file and folder) and runs in a worker
+  thread; ``checkpoint sqlite`` is ``SqlitePersister(durable=False)``. plumpy has no
+  counterpart for either.
 """
 
 from __future__ import annotations
@@ -116,6 +137,7 @@ class MidSize(WorkChain):
         self.ctx.i = 0
         self.ctx.values = {f"v{i}": i * 1.5 for i in range(40)}
         self.ctx.log = [f"entry {i}" for i in range(10)]
+        self.pause()  # takes effect at the end of this step: the cursor is then at the while_
 
     def more(self) -> bool:
         return self.ctx.i < 3
@@ -157,22 +179,33 @@ async def children_rate(parents: int, children: int) -> float:
     return parents * children / (time.perf_counter() - start)
 
 
-async def _midsize_checkpoint() -> Any:
-    """A checkpoint of a MidSize WorkChain paused after its setup, at its while_ loop."""
+async def _midsize_checkpoint(where: str = "mid") -> Any:
+    """A checkpoint of a MidSize WorkChain paused after its setup, at its while_ loop (``mid``),
+    or paused before its first step, with an empty context (``start``)."""
     async with Runner() as runner:
         chain = runner.submit(MidSize, MID_INPUTS)
-        chain.pause()  # takes effect at the first step boundary
-        while not chain.paused:
+        if where == "start":
+            chain.pause()  # takes effect before the first step
+        while not chain.paused:  # otherwise its setup step pauses it
             await anyio.lowlevel.checkpoint()  # benchmark set-up only
         checkpoint = checkpoint_of(chain)
-        chain.play()
-        await chain.wait()
+        if where == "mid":
+            assert checkpoint.ctx, "not inside the while_"
+            assert checkpoint.cursor, "not inside the while_"
+        else:
+            assert checkpoint.state == "created"
+        while not chain.has_terminated():
+            if chain.paused:
+                chain.play()
+            await anyio.lowlevel.checkpoint()
     return checkpoint
 
 
-async def checkpoint_rate(kind: str, n: int, folder: str) -> tuple[float, float]:
+async def checkpoint_rate(
+    kind: str, n: int, folder: str, where: str = "mid"
+) -> tuple[float, float]:
     """Save + load per second, and bytes per checkpoint, for one persister kind."""
-    checkpoint = await _midsize_checkpoint()
+    checkpoint = await _midsize_checkpoint(where)
     if kind == "memory":
         persister: Any = InMemoryPersister()
     elif kind == "file":
@@ -224,12 +257,26 @@ def plumpy_cases(args: argparse.Namespace, folder: str) -> dict[str, float] | No
         await asyncio.gather(*(c.step_until_terminated() for c in chains))
         return parents * children / (time.perf_counter() - start)
 
-    def p_checkpoint(kind: str, n: int) -> tuple[float, float]:
+    async def p_paused_mid() -> tuple[Any, Any]:
         chain = PMid(inputs=MID_INPUTS)
-        # stop it inside the while_ loop, as for plumio
-        loop = asyncio.get_event_loop()
-        chain.pause()
-        loop.run_until_complete(asyncio.sleep(0))
+        # its setup step pauses it inside the while_ loop, as for plumio
+        running = asyncio.ensure_future(chain.step_until_terminated())
+        while not chain.paused:  # noqa: ASYNC110 - benchmark set-up: plumpy has no event
+            await asyncio.sleep(0)
+        assert chain.ctx.values
+        return chain, running
+
+    async def p_finish(chain: Any, running: Any) -> None:
+        chain.play()
+        await running
+
+    def p_checkpoint(kind: str, n: int, where: str = "mid") -> tuple[float, float]:
+        if where == "mid":
+            chain, running = loop.run_until_complete(p_paused_mid())
+        else:  # paused before its first step (never started)
+            chain, running = PMid(inputs=MID_INPUTS), None
+            chain.pause()
+            loop.run_until_complete(asyncio.sleep(0))
         if kind == "memory":
             persister = plumpy.InMemoryPersister()
         else:
@@ -243,6 +290,8 @@ def plumpy_cases(args: argparse.Namespace, folder: str) -> dict[str, float] | No
         import pickle
 
         size = len(pickle.dumps(plumpy.Bundle(chain)))
+        if running is not None:
+            loop.run_until_complete(p_finish(chain, running))
         return rate, float(size)
 
     loop = asyncio.new_event_loop()
@@ -257,6 +306,9 @@ def plumpy_cases(args: argparse.Namespace, folder: str) -> dict[str, float] | No
             rate, size = p_checkpoint(kind, args.checkpoints)
             out[f"checkpoint {kind}"] = rate
             out[f"bytes {kind}"] = size
+        rate, size = p_checkpoint("memory", args.checkpoints, "start")
+        out["checkpoint memory @start"] = rate
+        out["bytes memory @start"] = size
         return out
     finally:
         loop.close()
@@ -281,6 +333,9 @@ def plumio_cases(backend: str, args: argparse.Namespace, folder: str) -> dict[st
         rate, size = run(checkpoint_rate, kind, n, folder)
         out[f"checkpoint {kind}"] = rate
         out[f"bytes {kind}"] = size
+    rate, size = run(checkpoint_rate, "memory", args.checkpoints, folder, "start")
+    out["checkpoint memory @start"] = rate
+    out["bytes memory @start"] = size
     return out
 
 

@@ -39,6 +39,7 @@ import base64
 import datetime
 import enum
 import json
+import json.encoder
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -78,6 +79,7 @@ CHECKPOINT_STATES: Final = frozenset(
 
 #: The key that marks a JSON object as a tagged value.
 TYPE_KEY: Final = "!type"
+_UNTAGGED_MARK: Final = '"!type"'
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -285,7 +287,7 @@ class Checkpoint:
             CorruptCheckpointError: anything else is wrong; the message names the pid when it
                 is readable, and the problem.
         """
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise CorruptCheckpointError(f"expected an object, got {type(data).__name__}")
         pid = data.get("pid")
         if not isinstance(pid, str) or not pid:
@@ -298,6 +300,8 @@ class Checkpoint:
         if problem is not None:
             raise CorruptCheckpointError(problem, pid=pid)
         exit_code = data.get("exit_code")
+        if exit_code is None and type(data) is dict and len(data) == len(_KNOWN_KEYS):
+            return cls(**data)  # every field present (what the codec reads): same as below
         return cls(
             version=data["version"],
             pid=pid,
@@ -348,8 +352,58 @@ def _exit_code_problem(value: object) -> str | None:
     return None
 
 
+# Types accepted by the quick shape check; anything else gets the full (isinstance) check.
+_QUICK_MAPPINGS: Final = frozenset({dict, AttributesFrozenDict})
+_QUICK_CTX: Final = frozenset({dict, AttributesFrozenDict, type(None)})
+_QUICK_SEQUENCES: Final = frozenset({list, tuple})
+_QUICK_NUMBERS: Final = frozenset({int, float, type(None)})
+_INT: Final = frozenset({int})
+_EMPTY: Final[Mapping[str, Any]] = {}
+
+
+def _shape_ok(data: Mapping[str, Any]) -> bool:
+    """A quick sufficient check that :func:`_shape_problem` would find nothing.
+
+    Exact type tests on the common types; ``False`` only means "look closer".
+    """
+    if not _KNOWN_KEYS.issuperset(data):
+        return False
+    try:
+        version, process_class, state = data["version"], data["process_class"], data["state"]
+        data["pid"]
+    except KeyError:
+        return False
+    get = data.get
+    cursor = get("cursor")
+    awaiting = get("awaiting", ())
+    return (
+        type(version) is int
+        and version >= 1
+        and type(process_class) is str
+        and process_class.count(":") == 1
+        and type(state) is str
+        and state in CHECKPOINT_STATES
+        and type(get("state_data", _EMPTY)) in _QUICK_MAPPINGS
+        and type(get("inputs", _EMPTY)) in _QUICK_MAPPINGS
+        and type(get("outputs", _EMPTY)) in _QUICK_MAPPINGS
+        and type(get("meta", _EMPTY)) in _QUICK_MAPPINGS
+        and type(get("ctx")) in _QUICK_CTX
+        and type(get("paused", False)) is bool
+        and (
+            cursor is None or (type(cursor) in _QUICK_SEQUENCES and set(map(type, cursor)) <= _INT)
+        )
+        and type(awaiting) in _QUICK_SEQUENCES
+        and set(map(type, awaiting)) <= _QUICK_MAPPINGS
+        and _exit_code_problem(get("exit_code")) is None
+        and type(get("created_at")) in _QUICK_NUMBERS
+        and type(get("saved_at")) in _QUICK_NUMBERS
+    )
+
+
 def _shape_problem(data: Mapping[str, Any]) -> str | None:
     """Return what is wrong with a checkpoint dict, or ``None`` if its shape is valid."""
+    if _shape_ok(data):
+        return None
     for key in _REQUIRED_KEYS:
         if key not in data:
             return f"missing field {key!r}"
@@ -425,6 +479,12 @@ def _decode_exit_code(value: Any) -> ExitCode:
 def _decode_frozendict(value: Any) -> AttributesFrozenDict:
     if not isinstance(value, dict):
         raise ValueError(f"expected an object, got {type(value).__name__}")
+    if type(value) is dict and dict not in set(map(type, value.values())):
+        # ``value`` is a dict json just built, referenced nowhere else, with no plain dict
+        # to freeze in it: adopt it instead of copying it item by item (same result).
+        frozen = AttributesFrozenDict.__new__(AttributesFrozenDict)
+        object.__setattr__(frozen, "_data", value)
+        return frozen
     return AttributesFrozenDict(value)
 
 
@@ -465,9 +525,12 @@ class CheckpointCodec:
                        decode=lambda v: Point(*v))
     """
 
-    __slots__ = ("_decoders", "_encoders")
+    __slots__ = ("_decoders", "_encoders", "_fast_encode", "_plain_decoder", "_tag_decoder")
 
     def __init__(self) -> None:
+        self._fast_encode = _fast_encoder(self._default)
+        self._plain_decoder = json.JSONDecoder()
+        self._tag_decoder = json.JSONDecoder(object_hook=self._from_object)
         self._encoders: dict[type, tuple[str, _Encoder]] = {}
         self._decoders: dict[str, _Decoder] = {
             # Built-in tags whose values aren't produced through ``_encoders``.
@@ -551,9 +614,39 @@ class CheckpointCodec:
         problem = _shape_problem(data)
         if problem is not None:
             raise CheckpointEncodeError(f"can't encode {_where(checkpoint.pid, None)}: {problem}")
-        plain = {key: self._to_plain(value, key) for key, value in data.items()}
-        text = json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = self._encode_fast(data)
+        if text is None:
+            plain = {key: self._to_plain(value, key) for key, value in data.items()}
+            text = _dumps(plain)
         return text.encode("utf-8", "surrogatepass")
+
+    def _encode_fast(self, data: dict[str, Any]) -> str | None:
+        """The JSON text of ``data`` in one C-level ``json`` call, or ``None`` to take the
+        slow path (which gives the same text, or the error with its path).
+
+        ``json`` writes tuples as lists and non-string keys as strings, where the codec must
+        tag them, so this runs only when a pre-scan (:func:`_json_native`) proves the native
+        containers hold neither (nor the reserved key, nor subclasses of native types).
+        Values of other types reach the ``default`` hook, which builds their plain tree with
+        the slow path's own :meth:`_plain`. Any problem (a NaN, an encoder failing, a cycle,
+        deep nesting) gives up here; the slow path then tags the value or names the problem.
+        """
+        try:
+            if not _json_native(data):
+                return None
+            return self._fast_encode(data)
+        except (_NeedPath, ValueError, TypeError, RecursionError):
+            return None
+
+    def _default(self, value: Any) -> Any:
+        # Only non-native types get here (see ``_json_native``); ``_NeedPath`` on a problem.
+        if type(value) is AttributesFrozenDict:
+            # The built-in tag (it can't be re-registered); its own dict is written by json
+            # directly when it is native too.
+            data = value._data
+            if _json_native(data):
+                return {TYPE_KEY: "frozendict", "value": data}
+        return self._plain(value, None)
 
     def decode(self, data: bytes) -> Checkpoint:
         """Rebuild a checkpoint from :meth:`encode`'s output.
@@ -568,7 +661,12 @@ class CheckpointCodec:
         except UnicodeDecodeError as exc:
             raise CorruptCheckpointError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
         try:
-            plain = json.loads(text, object_hook=self._from_object)
+            if _UNTAGGED_MARK not in text and "\\u" not in text:
+                # No object can carry the reserved key (it could only be written literally,
+                # or with a \u escape): nothing to untag, so no per-object hook.
+                plain = self._plain_decoder.decode(text)
+            else:
+                plain = self._tag_decoder.decode(text)
         except _TagError as exc:
             raise CorruptCheckpointError(str(exc), pid=_peek_pid(text)) from None
         except RecursionError:
@@ -673,6 +771,73 @@ class CheckpointCodec:
 
     def __repr__(self) -> str:
         return f"CheckpointCodec(types={sorted(self._decoders)!r})"
+
+
+def _fast_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+    """``json.dumps`` with the codec's options and ``default``, made once per codec.
+
+    Uses the C encoder directly when there is one (what ``json.dumps`` does on every call).
+    It has no cycle check: a cycle ends in ``RecursionError``, and the codec's slow path
+    then reports it.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        encoder = json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=default
+        )
+        return encoder.encode
+    c_encode = make(
+        None, default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(c_encode(value, 0))
+
+    return encode
+
+
+def _dumps(plain: Any) -> str:
+    return json.dumps(plain, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+# Exactly these types are written by ``json`` as the codec writes them (floats: finite ones;
+# ``json`` refuses the others with ``allow_nan=False``, and the slow path tags them).
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_STR: Final = frozenset({str})
+# Instances of these (and their subclasses) are written natively by ``json``, which must not
+# happen unless the type is exactly a native one the codec writes as such.
+_JSON_NATIVE_BASES: Final = (str, int, float, list, tuple, dict)
+
+
+def _json_native(value: Any) -> bool:
+    """Whether ``json.dumps(value, default=...)`` writes ``value`` as the codec would.
+
+    True when every ``dict`` reached through native containers (``dict`` and ``list``) has
+    only ``str`` keys and not the reserved key, and no tuple or subclass of a native type is
+    reached; values of any other type are left to the ``default`` hook, which is not scanned
+    here. Per container, the types are checked with C-level ``set(map(type, ...))``.
+    """
+    kind = type(value)
+    if kind is dict:
+        if value:
+            if TYPE_KEY in value or set(map(type, value)) != _STR:
+                return False
+            items: Any = value.values()
+        else:
+            return True
+    elif kind is list:
+        items = value
+    elif kind in _SCALARS:
+        return True
+    else:
+        return not isinstance(value, _JSON_NATIVE_BASES)
+    types = set(map(type, items))
+    if types <= _SCALARS:
+        return True
+    for item in items:  # noqa: SIM110 - a plain loop: no generator frame per container
+        if type(item) not in _SCALARS and not _json_native(item):
+            return False
+    return True
 
 
 class _NeedPath(Exception):

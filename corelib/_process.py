@@ -72,7 +72,7 @@ import inspect
 import logging
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from types import MappingProxyType
+from types import CoroutineType, MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final
 
 import anyio
@@ -92,6 +92,7 @@ from ._listener import ProcessListener, notify_listeners
 from ._spec import ProcessSpec
 from ._states import (
     NO_VALUE,
+    TERMINAL_STATES,
     Action,
     Continue,
     Event,
@@ -142,6 +143,7 @@ _NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
 
 _CREATED, _RUNNING, _WAITING = ProcessState.CREATED, ProcessState.RUNNING, ProcessState.WAITING
 _FINISHED, _EXCEPTED, _KILLED = ProcessState.FINISHED, ProcessState.EXCEPTED, ProcessState.KILLED
+_TERMINAL: Final = TERMINAL_STATES
 
 
 # --------------------------------------------------------------------------------------------
@@ -802,15 +804,17 @@ class Process:
         listener killed it), the rest of this move's hooks are skipped.
         """
         machine = self._machine
-        old = machine.state
+        old = machine._state
         new = machine.next_state(event)
-        moves = machine.moves
+        # ``len(history)`` is ``machine.moves`` without the property call (hot path).
+        history = machine._history
+        moves = len(history)
         try:
             if old is _RUNNING:
                 self.on_exit_running()
             elif old is _WAITING:
                 self.on_exit_waiting()
-            if moves != machine.moves:
+            if moves != len(history):
                 return
             self._entering_hook(event)
         except Exception as exc:
@@ -819,19 +823,20 @@ class Process:
             else:
                 self._fail(exc)
                 return
-        if moves != machine.moves:
+        if moves != len(history):
             return
         machine.apply(event)
         moves += 1
+        terminal = new in _TERMINAL
         try:
             self._entered_hooks(new)
         except Exception as exc:
-            if new.terminal:
+            if terminal:
                 logger.exception("hook of process %s raised in %s; ignored", self._pid, new.value)
             else:
                 self._fail(exc)
                 return
-        if new.terminal and moves == machine.moves:
+        if terminal and moves == len(history):
             self._call_hook(self.on_terminated)
             self._on_terminal()
 
@@ -862,11 +867,17 @@ class Process:
 
     def _entered_hooks(self, new: ProcessState) -> None:
         machine = self._machine
-        moves = machine.moves
         if new is _RUNNING:
+            if not self._listeners:  # the common case, without the bookkeeping below
+                self.on_running()
+                return
+            moves = machine.moves
             self._notify("on_process_running")
-            hook: Callable[[], None] = self.on_running
-        elif new is _FINISHED:
+            if moves == machine.moves:
+                self.on_running()
+            return
+        moves = machine.moves
+        if new is _FINISHED:
             if self._listeners:
                 self._notify("on_process_finished", self.outputs)
             hook = self.on_finished
@@ -924,12 +935,12 @@ class Process:
     def _can_go_on(self) -> bool:
         """Whether a driver can advance the process now (not terminal, paused or waiting)."""
         machine = self._machine
-        if machine.paused:
+        if machine._paused:
             return False
-        state = machine.state
+        state = machine._state
         if state is _WAITING:
             return self._resumed
-        return not state.terminal
+        return state not in _TERMINAL
 
     def _wakeup(self) -> None:
         """Hand a parked process back to its runner if it can go on now."""
@@ -957,9 +968,9 @@ class Process:
         """
         machine = self._machine
         while True:
-            if machine.paused:
+            if machine._paused:  # the machine's fields, read directly on this hot path
                 return False
-            state = machine.state
+            state = machine._state
             if state is _RUNNING:
                 break
             if state is _CREATED:
@@ -993,7 +1004,7 @@ class Process:
             raise
         finally:
             _CURRENT.reset(token)
-        if error is None and inspect.iscoroutine(result):
+        if error is None and isinstance(result, CoroutineType):  # inspect.iscoroutine
             return result  # still stepping
         self._stepping = False
         self._after_step(result, error)
@@ -1092,7 +1103,7 @@ class Process:
 
     def _after_step(self, result: Any, error: Exception | None) -> None:
         machine = self._machine
-        if machine.state.terminal:
+        if machine._state in _TERMINAL:
             # Force-killed (or killed by a hook) while the step ran: its outcome is ignored.
             if error is not None:
                 logger.debug("process %s: step error after kill ignored: %r", self._pid, error)

@@ -283,7 +283,7 @@ class Continue(Event):
     kwargs: Mapping[str, Any]
 
     def __init__(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
-        self.__attrs_init__(fn, args, MappingProxyType(kwargs))
+        self.__attrs_init__(fn, args, MappingProxyType(kwargs) if kwargs else _NO_KWARGS)
 
 
 @final
@@ -379,6 +379,9 @@ TRANSITIONS: Final[Mapping[ProcessState, Mapping[type[Event], ProcessState]]] = 
     }
 )
 """Every legal state move: ``TRANSITIONS[state][type(event)] -> new state``."""
+
+# The same table as plain dicts, for the machine's hot path (no proxy indirection).
+_TRANSITIONS: Final = {state: dict(row) for state, row in TRANSITIONS.items()}
 
 FLAG_EVENTS: Final = frozenset({Pause, Play})
 """Events that change the paused flag, not the state; legal in every non-terminal state."""
@@ -480,11 +483,11 @@ class ProcessStateMachine:
         """
         state = self._state
         if type(event) in FLAG_EVENTS:
-            if state.terminal:
+            if state in TERMINAL_STATES:
                 raise InvalidTransitionError(type(event).__name__, state.name)
             return state
         try:
-            return TRANSITIONS[state][type(event)]
+            return _TRANSITIONS[state][type(event)]
         except KeyError:
             raise InvalidTransitionError(type(event).__name__, state.name) from None
 
@@ -522,13 +525,15 @@ class ProcessStateMachine:
         old_state = self._state
         self._data = self._record_for(event)
         self._state = new_state
-        if new_state.terminal:
+        if new_state in TERMINAL_STATES:
             # State-triggered rule: a terminal state is never paused.
             self._paused = False
         self._history.append((old_state, new_state, event_type.__name__, self._clock()))
         return new_state
 
     def _record_for(self, event: Event) -> StateData:
+        if type(event) is Continue:  # the common move, without the match below
+            return Running(_step_name(event.fn), event.args, event.kwargs)
         match event:
             case Start():
                 return _RUNNING_RUN

@@ -209,6 +209,8 @@ class WorkChain(Process):
     """
 
     _SPEC_ATTRIBUTE: ClassVar[str] = "_corelib_workchain_spec"
+    # Set on each class by ``_navigator`` (read from the class's own ``__dict__`` only).
+    _corelib_compiled_outline: ClassVar[CompiledOutline | None] = None
 
     @classmethod
     def spec(cls) -> WorkChainSpec:
@@ -287,7 +289,13 @@ class WorkChain(Process):
     # -- the outline driver -------------------------------------------------------------------
 
     def _navigator(self) -> CompiledOutline:
-        return type(self).spec().compiled_outline
+        # The compiled outline is cached on the class itself (each class has its own spec,
+        # hence its own entry in its own ``__dict__``), so a step costs one dict lookup.
+        cls = type(self)
+        nav: CompiledOutline | None = cls.__dict__.get("_corelib_compiled_outline")
+        if nav is None:
+            nav = cls._corelib_compiled_outline = cls.spec().compiled_outline
+        return nav
 
     def run(self) -> Any:
         """Start the outline (the first process step)."""
@@ -305,12 +313,19 @@ class WorkChain(Process):
             instruction = nav.locate(self._cursor)
             if type(instruction) is Evaluate:
                 answer = getattr(self, instruction.name)()
-                if inspect.isawaitable(answer):
-                    return self._step_async(nav, answer)
-                self._cursor = nav.advance(self._cursor, _truth(instruction.name, answer))
+                if type(answer) is not bool:
+                    if inspect.isawaitable(answer):
+                        return self._step_async(nav, answer)
+                    answer = _truth(instruction.name, answer)
+                self._cursor = nav.advance(self._cursor, answer)
                 continue
             if type(instruction) is RunStep:
                 result = getattr(self, instruction.name)()
+                if result is None:
+                    self._cursor = nav.advance(self._cursor)
+                    if self._awaiting:
+                        return self._after_outline_step(None)
+                    return Continue(self._step)
                 if inspect.isawaitable(result):
                     return self._step_async(nav, result)
                 self._cursor = nav.advance(self._cursor)
