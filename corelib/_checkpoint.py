@@ -614,6 +614,10 @@ class CheckpointCodec:
         problem = _shape_problem(data)
         if problem is not None:
             raise CheckpointEncodeError(f"can't encode {_where(checkpoint.pid, None)}: {problem}")
+        for key, empty in _OMITTED_WHEN_EMPTY:
+            # from_dict restores these defaults; leaving them out keeps checkpoints small
+            if data[key] == empty and type(data[key]) is type(empty):
+                del data[key]
         text = self._encode_fast(data)
         if text is None:
             plain = {key: self._to_plain(value, key) for key, value in data.items()}
@@ -838,6 +842,21 @@ def _json_native(value: Any) -> bool:
         if type(item) not in _SCALARS and not _json_native(item):
             return False
     return True
+
+
+_OMITTED_WHEN_EMPTY: Final[tuple[tuple[str, Any], ...]] = (
+    ("state_data", {}),
+    ("paused", False),
+    ("inputs", {}),
+    ("outputs", {}),
+    ("ctx", None),
+    ("cursor", None),
+    ("awaiting", []),
+    ("exit_code", None),
+    ("created_at", None),
+    ("saved_at", None),
+    ("meta", {}),
+)
 
 
 class _NeedPath(Exception):

@@ -145,8 +145,8 @@ def checkpoint_of(process: Process) -> Checkpoint:
         state=machine.state.value,
         state_data=_state_data(machine.data),
         paused=machine.paused,
-        inputs=process.inputs,
-        outputs=process.outputs,
+        inputs=process.inputs.to_dict(),  # plain: load_process validates (and freezes) again
+        outputs=process.outputs.to_dict(),
         ctx=None if ctx is None else dict(ctx),
         cursor=None if cursor is None else tuple(cursor),
         awaiting=tuple(_awaiting(process)),
