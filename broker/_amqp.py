@@ -625,8 +625,17 @@ class AmqpCommunicator(LoopEndpoint):
         key = recipient_id if type(recipient_id) is str else str(recipient_id)
         slot = self._slot()
         correlation_id = self._add_pending(slot)
+
+        def published(done: concurrent.futures.Future[Any]) -> None:
+            # I/O thread: an unroutable or unconfirmed publish fails the awaited reply; a
+            # confirmed one needs no wake-up of our loop (the reply follows on its own)
+            if done.cancelled():
+                slot.set_exception(BrokerUnavailableError("rpc publish was cancelled"))
+            elif (error := done.exception()) is not None:
+                slot.set_exception(error)
+
         try:
-            await wait_future(io.submit(io.publish_rpc, key, data, correlation_id))
+            io.submit(io.publish_rpc, key, data, correlation_id).add_done_callback(published)
             return await slot.wait()
         finally:
             self._pop_pending(correlation_id)
