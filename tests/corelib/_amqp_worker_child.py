@@ -36,8 +36,11 @@ from corelib._launcher import ProcessLauncher
 
 #: Identical in every communicator of a namespace (they are part of the queue declarations).
 QUEUE_EXPIRES = 60.0
-PUBLISH_TIMEOUT = 5.0
 MAX_REDELIVERIES = 3
+#: Generous: the shared local broker was seen to stall for ~10 s (no new connection accepted)
+#: during repeated runs; a stall must slow a test down, not fail it.
+CONNECT_TIMEOUT = 30.0
+PUBLISH_TIMEOUT = 20.0
 
 LOADER_PREFIXES = ("corelib", "tests.corelib")
 
@@ -49,6 +52,7 @@ def make_communicator(url: str, namespace: str, name: str) -> AmqpCommunicator:
         namespace=namespace,
         name=name,
         queue_expires=QUEUE_EXPIRES,
+        connect_timeout=CONNECT_TIMEOUT,
         publish_timeout=PUBLISH_TIMEOUT,
         max_redeliveries=MAX_REDELIVERIES,
     )
