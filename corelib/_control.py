@@ -34,16 +34,12 @@ a launch with ``nowait`` replies with a pid that already answers RPCs. Broadcast
 the communicator's ``broadcast_send_nowait`` when it has one (the memory broker's
 :class:`~broker.LoopCommunicator`) and otherwise go through the same ordered queue.
 
-Finding the processes to attach: :class:`~corelib.Runner` has no launch hook (yet), so the
-binding attaches what it launches itself (:meth:`ProcessControl.submit`,
-:meth:`ProcessControl.launch`), and after every event of an attached process it scans the tail
-of ``runner.processes`` (insertion ordered) for newcomers, such as the children a WorkChain
-submitted with ``self.submit``. The scan stops at the first attached process, so it costs
-O(1 + newcomers). A child submitted during a *sync* step is attached before its first step; one
-submitted during an ``async`` step may take its first steps before the parent's next event
-attaches it, and a process launched with ``runner.submit`` by code outside any process is
-attached at the next scan (``await control.subscribed(process)`` forces one). A launch hook in
-the runner would make all of them attached before their first step.
+Finding the processes to attach: the binding registers a launch hook with the runner
+(:meth:`~corelib.Runner.add_launch_hook`), so every process launched there (by the binding, by
+``runner.submit``, or as a WorkChain's child) is attached before its first step. Processes the
+runner already ran when the binding opened are found by a scan of the tail of
+``runner.processes`` (insertion ordered), which stops at the first attached process, so it
+costs O(1 + newcomers); later scans only ever find nothing.
 """
 
 from __future__ import annotations
@@ -387,6 +383,7 @@ class ProcessControl:
                     flt.add_subject_filter(subject)
                 self._bcast_id = await self._comm.add_broadcast_subscriber(flt)
             tg.start_soon(self._serve, name=f"serve {self!r}")
+            self._runner.add_launch_hook(self._on_launch)
             self._scan()
         except BaseException:
             await self._close(tg)
@@ -405,6 +402,7 @@ class ProcessControl:
 
     async def _close(self, tg: TaskGroup) -> None:
         self._state = "closed"
+        self._runner.remove_launch_hook(self._on_launch)
         _BINDINGS.pop(id(self._runner), None)
         records = list(self._records.values())
         self._records.clear()
@@ -541,6 +539,11 @@ class ProcessControl:
             if not process.has_terminated():
                 newcomers.append(process)
         for process in reversed(newcomers):
+            self._attach(process)
+
+    def _on_launch(self, process: Process) -> None:
+        """The runner's launch hook: attach a process before its first step."""
+        if self._state == "open" and process not in self._records:
             self._attach(process)
 
     def _attach(self, process: Process, *, subscribe: bool = True) -> _Attached:

@@ -22,7 +22,9 @@ otherwise) so that nobody awaiting it hangs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import MappingProxyType, TracebackType
@@ -42,6 +44,8 @@ from ._process import ControlHandle, Process
 __all__ = ["Runner", "run", "run_sync"]
 
 _P = TypeVar("_P", bound=Process)
+
+logger = logging.getLogger("corelib.runner")
 
 _CANCELLED: Final = "killed by cancellation"
 
@@ -65,6 +69,7 @@ class Runner:
     __slots__ = (
         "_checkpointer",
         "_inline",
+        "_launch_hooks",
         "_loader",
         "_parked",
         "_persister",
@@ -84,6 +89,7 @@ class Runner:
     ) -> None:
         self._persister = persister
         self._loader = loader
+        self._launch_hooks: list[Callable[[Process], object]] = []
         self._checkpointer = (
             None
             if persister is None or checkpoint_policy is CheckpointPolicy.NEVER
@@ -168,12 +174,27 @@ class Runner:
             raise ProcessStateError(f"a process with pid {process.pid!r} already runs here")
         process._bind(self)
         self._processes[process.pid] = process
+        for hook in self._launch_hooks:
+            try:
+                hook(process)
+            except Exception:
+                logger.exception("launch hook %r failed for process %s", hook, process.pid)
         checkpointer = self._checkpointer
         if checkpointer is not None:
             process.add_process_listener(checkpointer)
             if checkpointer.policy is CheckpointPolicy.EVERY_TRANSITION:
                 checkpointer.take(process)  # as launched: created, or as loaded
         return tg
+
+    def add_launch_hook(self, hook: Callable[[Process], object]) -> None:
+        """Call ``hook(process)`` for every process launched here from now on, before its
+        first step (e.g. to put it on a communicator). Exceptions are logged."""
+        self._launch_hooks.append(hook)
+
+    def remove_launch_hook(self, hook: Callable[[Process], object]) -> None:
+        """Stop calling ``hook`` (no error if it was not added)."""
+        with contextlib.suppress(ValueError):
+            self._launch_hooks.remove(hook)
 
     @property
     def persister(self) -> Persister | None:
