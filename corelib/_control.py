@@ -459,8 +459,7 @@ class ProcessControl:
                 its pid is taken in this runner.
         """
         self._check_open()
-        self._runner.launch(process)
-        self._scan()
+        self._runner.launch(process)  # attached by the launch hook
         return process
 
     async def start(self, process: Process) -> Process:
@@ -488,9 +487,6 @@ class ProcessControl:
             process.remove_process_listener(self._listener)
             record.mark_ready()
             raise
-        # No await from here on: newcomers found by the scan come before this process, so
-        # every process before the tail stays attached (see _scan).
-        self._scan()
         if not process.has_terminated():
             self._runner.launch(process)
         return process
@@ -498,9 +494,8 @@ class ProcessControl:
     async def subscribed(self, process: Process) -> None:
         """Wait until ``process`` answers RPCs (or is terminal, or the binding closed).
 
-        A process launched with ``runner.submit`` directly is attached here at the latest.
+        Every process the runner launches is attached by the launch hook.
         """
-        self._scan()
         record = self._records.get(process)
         if record is None or record.subscribed:
             await anyio.lowlevel.checkpoint()
@@ -526,7 +521,8 @@ class ProcessControl:
             raise ProcessStateError(f"the process control is {self._state}")
 
     def _scan(self) -> None:
-        """Attach the processes the runner got since the last scan (see the module doc)."""
+        """Attach the processes the runner already ran when the binding opened (later ones
+        come through the launch hook)."""
         if self._state != "open":
             return
         records = self._records
@@ -559,7 +555,6 @@ class ProcessControl:
 
     def _moved(self, process: Process) -> None:
         """A listener event: ``process`` made a state move."""
-        self._scan()
         record = self._records.get(process)
         if record is None or record.terminal:
             return
