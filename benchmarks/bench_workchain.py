@@ -8,28 +8,33 @@ Side by side in one run (the machine is shared and noisy, so read the ratios):
   a cursor inside a ``while_``: its setup step pauses it there) with each persister, and bytes
   per checkpoint. The ``@start`` rows take the same WorkChain paused before its first step
   (empty context; what these rows measured before the set-up was fixed to match this text).
+  The same checkpoint is saved again and again: each save replaces the previous one.
 
 plumpy runs the same cases when it is importable (asyncio only; its checkpoints are a
 ``Bundle`` kept in memory, or pickled to a folder by its ``PicklePersister``).
 
-What the checkpoint rows compare, per iteration:
+What the checkpoint rows compare, per iteration (both sides start from the live WorkChain,
+paused, as plumpy's persisters do):
 
-* ``checkpoint memory``: ours encodes the :class:`~corelib.Checkpoint` to JSON bytes, stores
-  them, loads and decodes them into a fresh ``Checkpoint`` (every method is an anyio
-  checkpoint, i.e. yields to the loop once). plumpy's ``InMemoryPersister`` builds a
-  ``Bundle`` (its own save of the process), keeps that object, returns it, and the benchmark
-  calls ``bundle.unbundle()`` on it (rebuilding the process, which ours does not do: loading a
-  process is :func:`~corelib.load_process`).
-* ``checkpoint file``: ours is ``FilePersister(durable=False)``: an atomic save (write a new
-  temporary file, ``os.replace`` it over the checkpoint; no ``fsync``), done inline in the
-  event loop's thread for checkpoints up to 64 KiB, and an inline read. plumpy's
+* ``checkpoint memory``: save + load of the record. Ours takes the
+  :class:`~corelib.Checkpoint` (:func:`~corelib.checkpoint_of`), saves it (the
+  :class:`~corelib.InMemoryPersister` stores a private deep copy, checked to be what the JSON
+  codec would give back) and loads a fresh copy; every call is an anyio checkpoint (one yield
+  to the loop). plumpy's ``InMemoryPersister`` builds a ``Bundle`` (its save of the process,
+  deep-copied), keeps it and returns that same object.
+* ``checkpoint memory +rebuild``: the same, then the process is rebuilt from what was loaded:
+  :func:`~corelib.load_process` for ours (not launched), ``bundle.unbundle()`` for plumpy.
+* ``checkpoint file`` (and ``+rebuild``): ours is ``FilePersister(durable=False)``: an atomic
+  save (write a new temporary file, ``os.replace`` it over the checkpoint; no ``fsync``), done
+  inline in the event loop's thread for checkpoints up to 64 KiB, and an inline read. plumpy's
   ``PicklePersister`` pickles the bundle straight into the checkpoint file (opened with
   truncation, not atomic: a crash mid-write leaves a torn file) and unpickles it. Both pay the
   file system's metadata costs (creating an inode and renaming for us, truncating for plumpy),
   which on some machines dominate.
+* ``checkpoint sqlite`` (and ``+rebuild``): ``SqlitePersister()`` (WAL, ``synchronous=NORMAL``,
+  small saves and loads inline), against plumpy's ``PicklePersister`` (it has no database).
 * ``checkpoint file-durable`` adds both ``fsync`` calls (file and folder) and runs in a worker
-  thread; ``checkpoint sqlite`` is ``SqlitePersister(durable=False)``. plumpy has no
-  counterpart for either.
+  thread; plumpy has no counterpart.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from corelib import (
     WorkChain,
     append_,
     checkpoint_of,
+    load_process,
     while_,
 )
 
@@ -179,10 +185,26 @@ async def children_rate(parents: int, children: int) -> float:
     return parents * children / (time.perf_counter() - start)
 
 
-async def _midsize_checkpoint(where: str = "mid") -> Any:
-    """A checkpoint of a MidSize WorkChain paused after its setup, at its while_ loop (``mid``),
-    or paused before its first step, with an empty context (``start``)."""
-    async with Runner() as runner:
+async def checkpoint_rate(
+    kind: str, n: int, folder: str, where: str = "mid", rebuild: bool = False
+) -> tuple[float, float]:
+    """Save + load per second, and bytes per checkpoint, for one persister kind.
+
+    A MidSize WorkChain is paused after its setup, at its ``while_`` loop (``mid``), or before
+    its first step, with an empty context (``start``); each iteration takes its checkpoint from
+    the live process (:func:`~corelib.checkpoint_of`), saves it, loads it and, with
+    ``rebuild``, rebuilds the process from it (:func:`~corelib.load_process`), as plumpy's
+    ``save_checkpoint(process)``, ``load_checkpoint(pid)`` and ``bundle.unbundle()`` do.
+    """
+    if kind == "memory":
+        persister: Any = InMemoryPersister()
+    elif kind == "file":
+        persister = FilePersister(os.path.join(folder, "files"), durable=False)
+    elif kind == "file-durable":
+        persister = FilePersister(os.path.join(folder, "durable"), durable=True)
+    else:
+        persister = SqlitePersister(os.path.join(folder, "db.sqlite"), durable=False)
+    async with Runner() as runner, persister:
         chain = runner.submit(MidSize, MID_INPUTS)
         if where == "start":
             chain.pause()  # takes effect before the first step
@@ -194,34 +216,20 @@ async def _midsize_checkpoint(where: str = "mid") -> Any:
             assert checkpoint.cursor, "not inside the while_"
         else:
             assert checkpoint.state == "created"
+        await persister.save_checkpoint(checkpoint)  # opens the database, creates the folder
+        pid = chain.pid
+        start = time.perf_counter()
+        for _ in range(n):
+            await persister.save_checkpoint(checkpoint_of(chain))
+            loaded = await persister.load_checkpoint(pid)
+            if rebuild:
+                load_process(loaded)
+        rate = n / (time.perf_counter() - start)
         while not chain.has_terminated():
             if chain.paused:
                 chain.play()
             await anyio.lowlevel.checkpoint()
-    return checkpoint
-
-
-async def checkpoint_rate(
-    kind: str, n: int, folder: str, where: str = "mid"
-) -> tuple[float, float]:
-    """Save + load per second, and bytes per checkpoint, for one persister kind."""
-    checkpoint = await _midsize_checkpoint(where)
-    if kind == "memory":
-        persister: Any = InMemoryPersister()
-    elif kind == "file":
-        persister = FilePersister(os.path.join(folder, "files"), durable=False)
-    elif kind == "file-durable":
-        persister = FilePersister(os.path.join(folder, "durable"), durable=True)
-    else:
-        persister = SqlitePersister(os.path.join(folder, "db.sqlite"), durable=False)
-    async with persister:
-        start = time.perf_counter()
-        for _ in range(n):
-            await persister.save_checkpoint(checkpoint)
-            await persister.load_checkpoint(checkpoint.pid)
-        rate = n / (time.perf_counter() - start)
-    size = len(persister.codec.encode(checkpoint)) if hasattr(persister, "codec") else 0
-    return rate, float(size)
+    return rate, float(len(persister.codec.encode(checkpoint)))
 
 
 # -- plumpy cases ------------------------------------------------------------------------------
@@ -270,7 +278,9 @@ def plumpy_cases(args: argparse.Namespace, folder: str) -> dict[str, float] | No
         chain.play()
         await running
 
-    def p_checkpoint(kind: str, n: int, where: str = "mid") -> tuple[float, float]:
+    def p_checkpoint(
+        kind: str, n: int, where: str = "mid", rebuild: bool = False
+    ) -> tuple[float, float]:
         if where == "mid":
             chain, running = loop.run_until_complete(p_paused_mid())
         else:  # paused before its first step (never started)
@@ -285,7 +295,8 @@ def plumpy_cases(args: argparse.Namespace, folder: str) -> dict[str, float] | No
         for _ in range(n):
             persister.save_checkpoint(chain)
             bundle = persister.load_checkpoint(chain.pid)
-            bundle.unbundle()
+            if rebuild:
+                bundle.unbundle()
         rate = n / (time.perf_counter() - start)
         import pickle
 
@@ -306,6 +317,8 @@ def plumpy_cases(args: argparse.Namespace, folder: str) -> dict[str, float] | No
             rate, size = p_checkpoint(kind, args.checkpoints)
             out[f"checkpoint {kind}"] = rate
             out[f"bytes {kind}"] = size
+            rate, _ = p_checkpoint(kind, args.checkpoints, rebuild=True)
+            out[f"checkpoint {kind} +rebuild"] = rate
         rate, size = p_checkpoint("memory", args.checkpoints, "start")
         out["checkpoint memory @start"] = rate
         out["bytes memory @start"] = size
@@ -333,6 +346,9 @@ def plumio_cases(backend: str, args: argparse.Namespace, folder: str) -> dict[st
         rate, size = run(checkpoint_rate, kind, n, folder)
         out[f"checkpoint {kind}"] = rate
         out[f"bytes {kind}"] = size
+        if kind != "file-durable":
+            rate, _ = run(checkpoint_rate, kind, n, folder, "mid", True)
+            out[f"checkpoint {kind} +rebuild"] = rate
     rate, size = run(checkpoint_rate, "memory", args.checkpoints, folder, "start")
     out["checkpoint memory @start"] = rate
     out["bytes memory @start"] = size
@@ -364,16 +380,16 @@ def main() -> None:
         a, t = _median(ours["asyncio"]), _median(ours["trio"])
         p = _median(theirs) if theirs else None
 
-    print(f"{'case':<26} {'asyncio':>12} {'trio':>12} {'plumpy':>12} {'asyncio/plumpy':>15}")
+    print(f"{'case':<34} {'asyncio':>12} {'trio':>12} {'plumpy':>12} {'asyncio/plumpy':>15}")
     for key in a:
         if key.startswith("bytes"):
             continue
-        pkey = {"checkpoint file": "checkpoint pickle"}.get(key, key)
+        pkey = key.replace(" file", " pickle").replace(" sqlite", " pickle")
         pv = p.get(pkey) if p else None
         ratio = f"{a[key] / pv:>14.1f}x" if pv else f"{'-':>15}"
         pcol = f"{pv:>12,.0f}" if pv else f"{'-':>12}"
         unit = "/s"
-        print(f"{key + ' ' + unit:<26} {a[key]:>12,.0f} {t[key]:>12,.0f} {pcol} {ratio}")
+        print(f"{key + ' ' + unit:<34} {a[key]:>12,.0f} {t[key]:>12,.0f} {pcol} {ratio}")
     for key in a:
         if not key.startswith("bytes"):
             continue
@@ -381,7 +397,7 @@ def main() -> None:
         pv = p.get(pkey) if p else None
         ratio = f"{a[key] / pv:>14.2f}x" if pv else f"{'-':>15}"
         pcol = f"{pv:>12,.0f}" if pv else f"{'-':>12}"
-        print(f"{key + ' per checkpoint':<26} {a[key]:>12,.0f} {t[key]:>12,.0f} {pcol} {ratio}")
+        print(f"{key + ' per checkpoint':<34} {a[key]:>12,.0f} {t[key]:>12,.0f} {pcol} {ratio}")
     if p is None:
         print("plumpy is not importable: plumpy columns skipped")
 

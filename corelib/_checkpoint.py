@@ -41,6 +41,7 @@ import enum
 import json
 import json.encoder
 import math
+import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, final
@@ -679,6 +680,27 @@ class CheckpointCodec:
             raise CorruptCheckpointError(f"invalid JSON ({exc})") from None
         return Checkpoint.from_dict(plain)
 
+    def copy(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Return what ``self.decode(self.encode(checkpoint))`` returns, usually without JSON.
+
+        The result shares no mutable object with ``checkpoint``: changing the original's
+        mappings or lists afterwards (a live process's context growing) can't reach it, and
+        the other way round. When every value in the checkpoint is plain JSON data (``dict``
+        with string keys, ``list``, ``str``, ``int``, ``float``, ``bool``, ``None``), tuples
+        or :class:`~corelib.AttributesFrozenDict` the copy is made
+        directly, several times faster than writing and parsing the JSON text; otherwise it
+        *is* ``decode(encode(checkpoint))``. Either way the result is the same, value for value
+        and type for type, and so is any error.
+
+        Raises:
+            CheckpointEncodeError: as :meth:`encode`.
+            CorruptCheckpointError: a registered decoder failed on what its encoder wrote.
+        """
+        snapshot = _take_snapshot(checkpoint)
+        if snapshot is None:
+            return self.decode(self.encode(checkpoint))
+        return snapshot.checkpoint  # a private copy made just now: handing it out is safe
+
     # -- encoding: build a JSON-ready tree ------------------------------------------------------
 
     def _to_plain(self, value: Any, path: str) -> Any:
@@ -842,6 +864,217 @@ def _json_native(value: Any) -> bool:
         if type(item) not in _SCALARS and not _json_native(item):
             return False
     return True
+
+
+# -- copying without JSON ----------------------------------------------------------------------
+#
+# A *snapshot* is ``decode(encode(checkpoint))`` for the common case, taken as a deep copy, plus
+# a plan of where its containers are, so that handing out a fresh copy later (``_restore``) is a
+# few C-level ``dict.copy``/``list.copy`` calls instead of a walk over every value.
+#
+# Invariant: ``_take_snapshot`` returns a snapshot only when the JSON round trip is *certain* to
+# succeed and to give exactly that result (same values, same types, same key order); on any
+# doubt it returns ``None`` and the caller takes the JSON path, which gives the result or the
+# specific error. So it accepts, below the checkpoint's own fields, only: ``dict`` with ``str``
+# keys other than the reserved one, ``list``, ``tuple`` (written with the ``tuple`` tag, read
+# back as a tuple), ``AttributesFrozenDict`` (read back through ``_decode_frozendict``, as
+# decoding does), and the exact scalar types: floats of any value (the non-finite ones are
+# tagged, and come back equal), ints only within ``json``'s digit limit
+# (``sys.get_int_max_str_digits``), beyond which it can't write them.
+#
+# A plan is ``None`` for a container holding no container (copied whole; a tuple of scalars is
+# shared, being immutable), else a tuple of ``(key or index, plan)`` for its containers.
+
+_FLAT: Final = frozenset({str, float, bool, type(None)})  # immutable, always written as is
+_STR_OR_NONE: Final = frozenset({str, type(None)})
+
+_Plan = tuple[tuple[Any, "_Plan"], ...] | None
+
+
+class _NotNative(Exception):
+    """Internal: the value needs the JSON path (see ``_take_snapshot``)."""
+
+
+_int_bound: list[int] = [0, 0]  # [digit limit, 10**limit], cached
+
+
+def _int_ok(value: int) -> bool:
+    """Whether ``json`` can write the int ``value`` (and read it back)."""
+    limit = sys.get_int_max_str_digits()
+    if not limit:
+        return True
+    if _int_bound[0] != limit:
+        _int_bound[:] = [limit, 10**limit]
+    return -_int_bound[1] < value < _int_bound[1]
+
+
+def _ints_ok(values: Any, types: set[type]) -> bool:
+    """Whether ``json`` can write every ``int`` in ``values``, whose types are ``types``."""
+    if int not in types:
+        return True
+    ints = values if len(types) == 1 else [value for value in values if type(value) is int]
+    return _int_ok(max(ints)) and _int_ok(min(ints))
+
+
+def _snap(value: Any) -> tuple[Any, _Plan]:
+    """A deep copy of the container ``value`` equal to its JSON round trip, and its plan;
+    ``_NotNative`` if that is not certain."""
+    kind = type(value)
+    if kind is dict:
+        if not value:
+            return {}, None
+        if TYPE_KEY in value or set(map(type, value)) != _STR:
+            raise _NotNative
+        values: Any = value.values()
+        types = set(map(type, values))
+        if types <= _SCALARS:
+            if not _ints_ok(values, types):
+                raise _NotNative
+            return value.copy(), None  # one C call: nothing in it needs copying
+        copy = {}
+        plan = []
+        for key, item in value.items():
+            item_kind = type(item)
+            if item_kind in _FLAT or (item_kind is int and _int_ok(item)):
+                copy[key] = item
+            else:
+                copy[key], item_plan = _snap(item)
+                plan.append((key, item_plan))
+        return copy, tuple(plan)
+    if kind is list or kind is tuple:
+        types = set(map(type, value))
+        if types <= _SCALARS:
+            if not _ints_ok(value, types):
+                raise _NotNative
+            return (value.copy() if kind is list else value), None
+        items = []
+        plan = []
+        for index, item in enumerate(value):
+            item_kind = type(item)
+            if item_kind in _FLAT or (item_kind is int and _int_ok(item)):
+                items.append(item)
+            else:
+                item_copy, item_plan = _snap(item)
+                items.append(item_copy)
+                plan.append((index, item_plan))
+        return (items if kind is list else tuple(items)), tuple(plan)
+    if kind is AttributesFrozenDict:
+        data, plan = _snap(value._data)
+        # as decoding builds it (nested dicts frozen too: same keys, so the plan still fits)
+        return _decode_frozendict(data), plan
+    raise _NotNative
+
+
+def _thaw(value: Any, plan: _Plan) -> Any:
+    """A fresh copy of the snapshot container ``value`` (nothing mutable shared with it)."""
+    kind = type(value)
+    if kind is AttributesFrozenDict:
+        frozen = AttributesFrozenDict.__new__(AttributesFrozenDict)
+        object.__setattr__(frozen, "_data", _thaw(value._data, plan))
+        return frozen
+    if kind is tuple:
+        if plan is None:
+            return value
+        copy: Any = list(value)
+    else:
+        copy = value.copy()
+    if plan is not None:
+        for key, item_plan in plan:
+            copy[key] = _thaw(copy[key], item_plan)
+    return tuple(copy) if kind is tuple else copy
+
+
+def _exit_code_ok(exit_code: ExitCode | None) -> bool:
+    return exit_code is None or (
+        type(exit_code) is ExitCode
+        and type(exit_code.status) is int
+        and _int_ok(exit_code.status)
+        and type(exit_code.message) in _STR_OR_NONE
+        and type(exit_code.label) in _STR_OR_NONE
+    )
+
+
+@final
+@attrs.frozen
+class _Snapshot:
+    """A checkpoint's private deep copy (never handed out) and the plans of its mappings."""
+
+    checkpoint: Checkpoint
+    plans: tuple[_Plan, ...]  # state_data, inputs, outputs, ctx, meta, then each of awaiting
+
+
+def _take_snapshot(checkpoint: Checkpoint) -> _Snapshot | None:
+    """A snapshot of ``checkpoint`` equal to ``decode(encode(checkpoint))``, or ``None`` when
+    only the JSON path can tell (an unusual type or shape, a problem to report)."""
+    if type(checkpoint) is not Checkpoint:
+        return None
+    pid = checkpoint.pid
+    if type(pid) is not str or not pid or checkpoint.version != CHECKPOINT_VERSION:
+        return None  # (a version from the future fails when decoded: keep that)
+    if not _shape_ok(checkpoint.to_dict()):
+        return None
+    cursor = checkpoint.cursor
+    created_at, saved_at = checkpoint.created_at, checkpoint.saved_at
+    if (
+        (cursor and not _ints_ok(cursor, _INT_SET))
+        or not _exit_code_ok(checkpoint.exit_code)
+        or (type(created_at) is int and not _int_ok(created_at))
+        or (type(saved_at) is int and not _int_ok(saved_at))
+    ):
+        return None
+    ctx = checkpoint.ctx
+    try:
+        state_data, state_data_plan = _snap(checkpoint.state_data)
+        inputs, inputs_plan = _snap(checkpoint.inputs)
+        outputs, outputs_plan = _snap(checkpoint.outputs)
+        ctx, ctx_plan = (None, None) if ctx is None else _snap(ctx)
+        meta, meta_plan = _snap(checkpoint.meta)
+        awaiting = [_snap(item) for item in checkpoint.awaiting]
+    except (_NotNative, RecursionError):
+        return None
+    copy = Checkpoint(
+        pid=pid,
+        process_class=checkpoint.process_class,
+        state=checkpoint.state,
+        state_data=state_data,
+        paused=checkpoint.paused,
+        inputs=inputs,
+        outputs=outputs,
+        ctx=ctx,
+        cursor=cursor,
+        awaiting=tuple(item for item, _ in awaiting),
+        exit_code=checkpoint.exit_code,
+        created_at=created_at,
+        saved_at=saved_at,
+        meta=meta,
+    )
+    plans = (state_data_plan, inputs_plan, outputs_plan, ctx_plan, meta_plan)
+    return _Snapshot(copy, plans + tuple(plan for _, plan in awaiting))
+
+
+_INT_SET: Final = {int}
+
+
+def _restore(snapshot: _Snapshot) -> Checkpoint:
+    """A fresh checkpoint equal to the snapshot's; it shares nothing mutable with it."""
+    checkpoint = snapshot.checkpoint
+    state_data, inputs, outputs, ctx, meta, *awaiting = snapshot.plans
+    return Checkpoint(
+        pid=checkpoint.pid,
+        process_class=checkpoint.process_class,
+        state=checkpoint.state,
+        state_data=_thaw(checkpoint.state_data, state_data),
+        paused=checkpoint.paused,
+        inputs=_thaw(checkpoint.inputs, inputs),
+        outputs=_thaw(checkpoint.outputs, outputs),
+        ctx=None if checkpoint.ctx is None else _thaw(checkpoint.ctx, ctx),
+        cursor=checkpoint.cursor,
+        awaiting=tuple(map(_thaw, checkpoint.awaiting, awaiting)),
+        exit_code=checkpoint.exit_code,
+        created_at=checkpoint.created_at,
+        saved_at=checkpoint.saved_at,
+        meta=_thaw(checkpoint.meta, meta),
+    )
 
 
 _OMITTED_WHEN_EMPTY: Final[tuple[tuple[str, Any], ...]] = (

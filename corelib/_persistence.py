@@ -235,8 +235,16 @@ def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -
     return process
 
 
+# Types that are never a mapping: a dict holding only these needs no conversion below it.
+_NOT_MAPPINGS: Final = frozenset({str, int, float, bool, type(None), list, tuple})
+
+
 def _plain(value: Any) -> Any:
-    if isinstance(value, AttributesFrozenDict):
+    """``value`` with every mapping in it (not inside lists) turned into a new plain dict."""
+    kind = type(value)
+    if kind is dict and set(map(type, value.values())) <= _NOT_MAPPINGS:
+        return value.copy()  # the common case, in one C call
+    if kind is AttributesFrozenDict:
         return value.to_dict()
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
