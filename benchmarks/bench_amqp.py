@@ -254,8 +254,10 @@ def run_ours_thread(url: str, namespace: str, sizes: Sizes) -> Sample:
 def run_raw_floor(url: str, tag: str, sizes: Sizes) -> Sample:
     """RPC over bare aio-pika on one asyncio loop: two connections (client, server), requests
     to a server queue and replies to an exclusive reply queue, both published with publisher
-    confirms awaited (as plumio and kiwipy publish). No envelope, no thread hop: what RabbitMQ
-    itself costs here. Tasks are not measured (no ack-on-completion logic to compare)."""
+    confirms awaited (as kiwipy publishes; plumio confirms tasks only, its RPC requests and
+    replies go unconfirmed since the reply proves delivery). No envelope, no thread hop: what
+    RabbitMQ and aio-pika cost here. Tasks are not measured (no ack-on-completion logic to
+    compare)."""
     import aio_pika
 
     sample = Sample()

@@ -13,11 +13,21 @@ Two sides, two threads:
   asyncio loop, so a blocking step on the caller's loop never delays heartbeats, and aio-pika
   (asyncio-only) never sees trio. Consumer callbacks decode and validate each message there and
   post it to the caller's inbox (one non-blocking call-soon per burst). The caller side talks to
-  the I/O side only through ``call_soon_threadsafe``, never through a blocking call.
+  the I/O side only through ``call_soon_threadsafe``, never through a blocking call; RPC
+  requests and replies go through an *outbox* that, like the inbox, costs one wake-up of the
+  I/O loop per burst and is published by one task in order.
+
+Speed: a sequential RPC crosses four threads (caller loop, our I/O loop, the recipient's I/O
+loop, the recipient's loop, and back), and in one process they share the GIL, so what counts is
+the Python work per message. The hot paths therefore use aiormq's channels directly (aio-pika's
+``Exchange.publish`` with a timeout costs several tasks on Python 3.11, its consumers a second
+task per delivery), RPC requests and replies are not confirmed (the reply proves delivery) and
+the RPC, reply and broadcast queues are consumed without acknowledgements (they are exclusive
+and acknowledged on arrival anyway). Tasks keep confirms and acks: they are the durable part.
 
 Topology and envelope: see :mod:`broker._amqp_wire`. In short: RPC through a direct exchange
 (routing key = identifier, literal) to an exclusive queue per identifier, published mandatory
-with publisher confirms, so an unknown recipient comes back as a ``basic.return`` and raises
+(unconfirmed), so an unknown recipient comes back as a ``basic.return`` and raises
 :class:`~broker.UnroutableError` at once; a second subscriber of the same identifier, on any
 connection, hits ``RESOURCE_LOCKED`` on the exclusive queue: :class:`DuplicateSubscriberError`.
 Replies go by correlation id to the sender's exclusive reply queue. Broadcasts go through a
@@ -41,7 +51,9 @@ receives a task redelivered more than ``max_redeliveries`` times replies
 :class:`~broker.DeadLetteredError` to the sender and rejects the message to the namespace's
 dead-letter exchange, ``{ns}.dlx``, which feeds the durable queue ``{ns}.dead-letters``. The
 queue's own ``x-delivery-limit`` (``max_redeliveries + 1``) is a backstop that dead-letters to the
-same place. Malformed messages on any queue are rejected there too, with one log line.
+same place. Malformed messages on any queue are rejected there too, with one log line (from
+the queues consumed without acknowledgements, a copy is published to ``{ns}.dlx`` instead, so
+it carries no ``x-death`` header).
 
 Reconnection: when the connection drops, replies still awaited fail with
 :class:`BrokerUnavailableError` (the reply queue died with the connection), handlers of tasks
@@ -53,6 +65,7 @@ supervisor reconnects with exponential back-off and restores every subscription.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -62,9 +75,9 @@ import math
 import ssl
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
 import anyio.lowlevel
@@ -91,10 +104,10 @@ if TYPE_CHECKING:
     from aio_pika.abc import (
         AbstractChannel,
         AbstractConnection,
-        AbstractExchange,
         AbstractIncomingMessage,
-        AbstractQueue,
     )
+    from aiormq import Channel as RawChannel
+    from aiormq.abc import DeliveredMessage
     from yarl import URL
 
 __all__ = ["AmqpCommunicator", "BrokerUnavailableError", "DEFAULT_URL"]
@@ -202,7 +215,7 @@ class _RpcSub:
     key: str
     subscriber: Callable[..., Any]
     queue_name: str
-    queue: AbstractQueue | None = None
+    channel: RawChannel | None = None  # the consume channel its consumer lives on
     tag: str | None = None
 
 
@@ -220,15 +233,21 @@ class _TaskSub:
 
 @attrs.define(eq=False)
 class _Session:
-    """One live connection and its channels."""
+    """One live connection and its channels.
+
+    The hot paths (publishing, consuming) talk to aiormq's channels directly: aio-pika's
+    ``Exchange.publish`` with a timeout runs the channel lock and the write through
+    ``asyncio.wait_for`` (a task each on Python 3.11), and its consumers add a second task
+    per delivery. aio-pika's objects are kept for declarations and the task paths.
+    """
 
     connection: AbstractConnection
-    publish: AbstractChannel  # publisher confirms, returns raise
+    publish: RawChannel  # publisher confirms, returns raise: tasks, task replies, broadcasts
+    fast: RawChannel  # no confirms: RPC requests and replies, dead-letter copies
     control: AbstractChannel  # declares, binds, deletes; reopened after a channel error
-    consume: AbstractChannel  # rpc, broadcast and reply consumers (no prefetch limit)
-    rpc_exchange: AbstractExchange
-    broadcast_exchange: AbstractExchange
-    lost: asyncio.Event = attrs.field(factory=asyncio.Event)
+    consume: RawChannel  # rpc, broadcast and reply consumers (no prefetch limit)
+    lost: asyncio.Event
+    owners: tuple[AbstractChannel, ...]  # aio-pika's channel objects of the raw channels
     task_queues: set[str] = attrs.field(factory=set)
     broadcast_tag: str | None = None
 
@@ -252,9 +271,9 @@ class AmqpCommunicator(LoopEndpoint):
     - :meth:`rpc_send_future` reports an unknown recipient through the future (RabbitMQ
       returns the mandatory publish a round trip later); ``await rpc_send`` raises it at the
       call, as the memory broker does for both.
-    - RPCs are at most once (acknowledged on receipt), as in kiwipy. Tasks are at least once:
-      a task whose consumer died after replying but before its ack landed runs again (the
-      second reply is dropped).
+    - RPCs are at most once (consumed without acknowledgements), as in kiwipy. Tasks are at
+      least once: a task whose consumer died after replying but before its ack landed runs
+      again (the second reply is dropped).
     - Connection loss: awaited replies fail with :class:`BrokerUnavailableError`, running
       task handlers are cancelled (their tasks go back to the queue), sends wait up to
       ``publish_timeout`` for the reconnection. Broadcasts sent during an outage are lost.
@@ -282,8 +301,8 @@ class AmqpCommunicator(LoopEndpoint):
             ``certfile``, ``keyfile``, ``no_verify_ssl`` (passed as URL parameters).
         heartbeat: AMQP heartbeat interval in seconds (unless the URL sets one).
         connect_timeout: seconds to wait for the first connection when opening.
-        publish_timeout: seconds a send waits for a connection and for the broker's confirm
-            before raising :class:`BrokerUnavailableError`.
+        publish_timeout: seconds a send waits for a connection and (tasks, broadcasts) for
+            the broker's confirm before raising :class:`BrokerUnavailableError`.
         max_reconnect_delay: cap of the exponential back-off between reconnection attempts.
         max_redeliveries: how many times a task may be redelivered after its consumer went
             away before it is dead-lettered. Must be the same for every communicator of a
@@ -336,6 +355,9 @@ class AmqpCommunicator(LoopEndpoint):
         self._closed_event: anyio.Event | None = None
         self._pending: dict[str, ReplySink] = {}
         self._pending_lock = threading.Lock()
+        self._uid = uuid.uuid4().hex
+        # correlation ids: unique across communicators by the uid, within one by the counter
+        self._ids = map(f"{self._uid[:12]}-{{}}".format, itertools.count(1))
         self._io: _Io | None = None
 
     def __repr__(self) -> str:
@@ -453,8 +475,11 @@ class AmqpCommunicator(LoopEndpoint):
 
     # -- pending replies (any thread) -----------------------------------------------------
 
+    def _new_id(self) -> str:
+        return next(self._ids)  # atomic under the GIL, like itertools.count itself
+
     def _add_pending(self, sink: ReplySink) -> str:
-        correlation_id = uuid.uuid4().hex
+        correlation_id = next(self._ids)
         with self._pending_lock:
             self._pending[correlation_id] = sink
         return correlation_id
@@ -521,7 +546,7 @@ class AmqpCommunicator(LoopEndpoint):
 
     def _reply_data(self, reply_to: str, correlation_id: str, data: bytes) -> None:
         if self._io is not None:
-            self._io.post(self._io.publish_reply, reply_to, correlation_id, data)
+            self._io.post_reply(reply_to, correlation_id, data)
 
     # tasks
 
@@ -625,17 +650,10 @@ class AmqpCommunicator(LoopEndpoint):
         key = recipient_id if type(recipient_id) is str else str(recipient_id)
         slot = self._slot()
         correlation_id = self._add_pending(slot)
-
-        def published(done: concurrent.futures.Future[Any]) -> None:
-            # I/O thread: an unroutable or unconfirmed publish fails the awaited reply; a
-            # confirmed one needs no wake-up of our loop (the reply follows on its own)
-            if done.cancelled():
-                slot.set_exception(BrokerUnavailableError("rpc publish was cancelled"))
-            elif (error := done.exception()) is not None:
-                slot.set_exception(error)
-
         try:
-            io.submit(io.publish_rpc, key, data, correlation_id).add_done_callback(published)
+            # a failed publish (unroutable, no connection) fails the slot from the I/O
+            # thread; a published one needs no wake-up of our loop (the reply follows)
+            io.post_rpc(key, data, correlation_id)
             return await slot.wait()
         finally:
             self._pop_pending(correlation_id)
@@ -645,8 +663,8 @@ class AmqpCommunicator(LoopEndpoint):
 
         Unlike the memory backend, an unknown recipient is only known once RabbitMQ returns
         the (mandatory) publish, so :class:`~broker.UnroutableError` arrives through the
-        future, as does :class:`BrokerUnavailableError` when no confirm comes in time. Await
-        :meth:`rpc_send` to have it raised at the call.
+        future, as does :class:`BrokerUnavailableError` when there is no connection within
+        ``publish_timeout``. Await :meth:`rpc_send` to have it raised at the call.
         """
         io = self._check_open()
         if io.is_current():
@@ -656,17 +674,10 @@ class AmqpCommunicator(LoopEndpoint):
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         correlation_id = self._add_pending(future)
         future.add_done_callback(lambda _: self._pop_pending(correlation_id))
-
-        def published(done: concurrent.futures.Future[Any]) -> None:
-            if done.cancelled():
-                error: BaseException | None = BrokerUnavailableError("rpc publish was cancelled")
-            else:
-                error = done.exception()
-            if error is not None and not future.done():
-                with contextlib.suppress(concurrent.futures.InvalidStateError):
-                    future.set_exception(error)
-
-        io.submit(io.publish_rpc, key, data, correlation_id).add_done_callback(published)
+        try:
+            io.post_rpc(key, data, correlation_id)
+        except CommunicatorClosedError as exc:
+            resolve(self._pop_pending(correlation_id), False, exc)
         return future
 
     async def task_send(
@@ -795,6 +806,15 @@ def _connection_class(aio_pika: Any) -> Any:
 
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
+#: an outbox entry: (is_request, routing key, data, correlation id)
+_OutItem = tuple[bool, str, bytes, str]
+#: sweep the table of unanswered RPC requests when it reaches this size
+_RETURNABLE_SWEEP: Final = 4096
+
+
+async def _raw(channel: AbstractChannel) -> RawChannel:
+    """aiormq's channel under an aio-pika one (the hot paths use it directly)."""
+    return cast("RawChannel", await channel.get_underlay_channel())
 
 
 @final
@@ -808,11 +828,14 @@ class _Io:
     def __init__(self, comm: AmqpCommunicator) -> None:
         self.aio_pika = _import_aio_pika()
         import aiormq.exceptions
+        from aiormq import spec
 
         self.errors = aiormq.exceptions
+        self.spec = spec
         self.comm = comm
         self.names = comm._names
-        self.uid = uuid.uuid4().hex
+        self.uid = comm._uid
+        self.reply_to = self.names.reply_queue(self.uid)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
             target=self._run, name=f"plumio-amqp {comm.name}", daemon=True
@@ -826,6 +849,14 @@ class _Io:
         self._broadcast_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()  # submitted operations
         self._posted: set[asyncio.Task[Any]] = set()  # replies, acks, rejections
+        self._out: collections.deque[_OutItem] = collections.deque()
+        self._out_lock = threading.Lock()
+        self._out_scheduled = False
+        # RPC requests published but not yet answered: correlation id -> (channel, key),
+        # so that a basic.return can be told apart (see _track_return)
+        self._returnable: dict[str, tuple[RawChannel, int]] = {}
+        self._return_keys = itertools.count(1)
+        self._sweep_at = _RETURNABLE_SWEEP
         self._supervisor: asyncio.Task[None] | None = None
         self._reconnects = itertools.count(1)
         self._connection_errors: tuple[type[BaseException], ...] = (
@@ -897,6 +928,94 @@ class _Io:
             raise CommunicatorClosedError(f"communicator {self.comm.name!r} is closed") from None
         return future
 
+    # The outbox: RPC requests and replies, from any thread. They are published without
+    # confirms, so a publish only suspends under back-pressure (or while reconnecting): one
+    # task per burst publishes them in order, and a burst costs one wake-up of the I/O loop.
+
+    def post_rpc(self, key: str, data: bytes, correlation_id: str) -> None:
+        """Publish an RPC request (from any thread); a failure resolves its pending reply.
+
+        Raises:
+            CommunicatorClosedError: the I/O loop is gone.
+        """
+        self._post_out((True, key, data, correlation_id))
+
+    def post_reply(self, reply_to: str, correlation_id: str, data: bytes) -> None:
+        """Publish an RPC reply (from any thread), fire and forget."""
+        with contextlib.suppress(CommunicatorClosedError):
+            self._post_out((False, reply_to, data, correlation_id))
+
+    def _post_out(self, item: _OutItem) -> None:
+        with self._out_lock:
+            self._out.append(item)
+            if self._out_scheduled:
+                return
+            self._out_scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._start_out)
+        except RuntimeError:  # the loop is closed
+            with self._out_lock:
+                self._out.clear()
+                self._out_scheduled = False
+            raise CommunicatorClosedError(f"communicator {self.comm.name!r} is closed") from None
+
+    def _start_out(self) -> None:
+        task = self.loop.create_task(self._drain_out())
+        self._posted.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    async def _drain_out(self) -> None:
+        lock = self._out_lock
+        batch: collections.deque[_OutItem] = collections.deque()
+        try:
+            while True:
+                with lock:
+                    if not self._out:
+                        self._out_scheduled = False
+                        return
+                    batch, self._out = self._out, batch
+                while batch:
+                    session = self.session
+                    if session is None or session.lost.is_set():
+                        try:
+                            session = await self.ready()
+                        except Exception as exc:
+                            # everything queued has waited long enough: fail it all at once
+                            with lock:
+                                batch.extend(self._out)
+                                self._out.clear()
+                            self._fail_out(batch, exc)
+                            continue
+                    await self._publish_out(session, batch.popleft())
+        except BaseException:  # cancelled: the I/O loop is closing
+            with lock:
+                batch.extend(self._out)
+                self._out.clear()
+                self._out_scheduled = False
+            self._fail_out(
+                batch, CommunicatorClosedError(f"communicator {self.comm.name!r} is closed")
+            )
+            raise
+
+    async def _publish_out(self, session: _Session, item: _OutItem) -> None:
+        is_request, routing_key, data, correlation_id = item
+        try:
+            if is_request:
+                await self.publish_rpc(routing_key, data, correlation_id, session)
+            else:
+                await self.publish_reply(routing_key, correlation_id, data, session)
+        except Exception as exc:
+            self._fail_out((item,), exc)
+
+    def _fail_out(self, items: Iterable[_OutItem], exc: BaseException) -> None:
+        for is_request, _routing_key, _data, correlation_id in items:
+            if is_request:
+                resolve(self.comm._pop_pending(correlation_id), False, exc)
+            else:
+                logger.error("amqp %r: can't send an rpc reply: %s", self.comm.name, exc)
+        if isinstance(items, collections.deque):
+            items.clear()
+
     def post(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``fn(*args)`` on the I/O loop, fire and forget (failures are logged)."""
         with contextlib.suppress(RuntimeError):
@@ -939,17 +1058,16 @@ class _Io:
             lost = asyncio.Event()
             connection.close_callbacks.add(lambda *_: lost.set())
             publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            fast = await connection.channel(publisher_confirms=False)
             control = await connection.channel()
             consume = await connection.channel()
             ExchangeType = self.aio_pika.ExchangeType
             names = self.names
-            rpc_exchange = await publish.declare_exchange(
-                names.rpc_exchange, ExchangeType.DIRECT, durable=True
-            )
-            broadcast_exchange = await publish.declare_exchange(
+            await control.declare_exchange(names.rpc_exchange, ExchangeType.DIRECT, durable=True)
+            await control.declare_exchange(
                 names.broadcast_exchange, ExchangeType.FANOUT, durable=True
             )
-            await publish.declare_exchange(
+            await control.declare_exchange(
                 names.dead_letter_exchange, ExchangeType.FANOUT, durable=True
             )
             dead = await control.declare_queue(
@@ -959,10 +1077,17 @@ class _Io:
             reply = await control.declare_queue(
                 names.reply_queue(self.uid), exclusive=True, arguments=self._transient_args()
             )
-            reply_queue = await consume.get_queue(reply.name, ensure=False)
-            await reply_queue.consume(self._on_reply)
+            raw_consume = await _raw(consume)
+            # exclusive: the queue dies with the connection, so acks would buy nothing
+            await raw_consume.basic_consume(reply.name, self._on_reply, no_ack=True)
             session = _Session(
-                connection, publish, control, consume, rpc_exchange, broadcast_exchange, lost
+                connection,
+                await _raw(publish),
+                await _raw(fast),
+                control,
+                raw_consume,
+                lost,
+                (publish, fast, consume),
             )
             await self._restore(session)
         except BaseException:
@@ -997,6 +1122,7 @@ class _Io:
                 return
             self.session = None
             self.connected.clear()
+            self._returnable.clear()  # their channel is gone, and their replies with it
             logger.warning(
                 "amqp %r: connection to %s lost; reconnecting", self.comm.name, self.comm.url
             )
@@ -1103,8 +1229,24 @@ class _Io:
         except self.errors.ChannelLockedResource:
             raise DuplicateSubscriberError(f"rpc subscriber {sub.key!r} already exists") from None
         await queue.bind(self.names.rpc_exchange, routing_key=sub.key)
-        sub.queue = await session.consume.get_queue(sub.queue_name, ensure=False)
-        sub.tag = await sub.queue.consume(functools.partial(self._on_rpc, sub))
+        # no_ack: RPCs are at most once and the queue is exclusive (it dies with the
+        # connection), so an ack would only cost a frame per call
+        sub.channel = session.consume
+        sub.tag = await self._consume(
+            session.consume, sub.queue_name, functools.partial(self._on_rpc, sub), no_ack=True
+        )
+
+    async def _consume(
+        self,
+        channel: RawChannel,
+        queue: str,
+        callback: Callable[[DeliveredMessage], Coroutine[Any, Any, None]],
+        *,
+        no_ack: bool,
+    ) -> str:
+        ok = await channel.basic_consume(queue, callback, no_ack=no_ack)
+        assert ok.consumer_tag is not None
+        return str(ok.consumer_tag)
 
     async def remove_rpc(self, key: str) -> None:
         sub = self.rpc.get(key)
@@ -1118,38 +1260,41 @@ class _Io:
         queue = await control.get_queue(sub.queue_name, ensure=False)
         # unbind first: from now on a send is unroutable at once instead of lost
         await queue.unbind(self.names.rpc_exchange, routing_key=key)
-        assert sub.queue is not None
-        await sub.queue.cancel(sub.tag)
+        assert sub.channel is not None
+        await sub.channel.basic_cancel(sub.tag)
         # what was routed before the unbind still reaches the subscriber
-        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+        raw = await _raw(control)
+        while True:
+            message = await raw.basic_get(sub.queue_name, no_ack=True)
+            if not isinstance(message.delivery, self.spec.Basic.GetOk):
+                break
             await self._on_rpc(sub, message)
         await queue.delete(if_unused=False, if_empty=False)
 
-    async def _on_rpc(self, sub: _RpcSub, message: AbstractIncomingMessage) -> None:
+    async def _on_rpc(self, sub: _RpcSub, message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        reply_to = properties.reply_to
+        correlation_id = properties.correlation_id
         try:
             body = wire.decode_request(message.body, "rpc")
-            if not message.reply_to or not message.correlation_id:
+            if not reply_to or not correlation_id:
                 raise wire.Malformed("rpc without reply_to or correlation_id")
         except wire.Malformed as exc:
-            await self._dead_letter(message, sub.queue_name, str(exc))
+            await self._dead_letter_copy(message, sub.queue_name, str(exc))
             return
-        item = _RpcItem(sub.subscriber, body, message.reply_to, message.correlation_id)
         try:
-            self.comm._deliver(item)
+            self.comm._deliver(_RpcItem(sub.subscriber, body, reply_to, correlation_id))
         except LoopGone:
-            await self.publish_reply(
-                item.reply_to,
-                item.correlation_id,
-                wire.encode_fault("unroutable", self.comm._closed_text()),
+            self.post_reply(
+                reply_to, correlation_id, wire.encode_fault("unroutable", self.comm._closed_text())
             )
-        await self._settle(message.ack())
 
     async def _settle(self, op: Awaitable[Any]) -> None:
         # ack/reject on a channel that died is moot: RabbitMQ requeued the delivery
         with contextlib.suppress(*self._io_errors, RuntimeError):
             await op
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, queue: str, reason: str) -> None:
+    def _log_malformed(self, queue: str, reason: str) -> None:
         logger.warning(
             "amqp %r: rejected a malformed message from %r to %r: %s",
             self.comm.name,
@@ -1157,82 +1302,228 @@ class _Io:
             self.names.dead_letter_queue,
             reason,
         )
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, queue: str, reason: str) -> None:
+        self._log_malformed(queue, reason)
         await self._settle(message.reject(requeue=False))
 
-    async def publish_rpc(self, key: str, data: bytes, correlation_id: str) -> None:
-        session = await self.ready()
-        message = self._message(data, correlation_id=correlation_id, reply_to=self._reply_to())
+    async def _dead_letter_copy(self, message: DeliveredMessage, queue: str, reason: str) -> None:
+        """Dead-letter a message consumed without acks: publish a copy to the dead-letter
+        exchange (RabbitMQ's own dead-lettering needs a reject, so no ``x-death`` here)."""
+        self._log_malformed(queue, reason)
+        session = self.session
+        if session is None:
+            return
+        with contextlib.suppress(DeliveryFailed, self.errors.PublishError):
+            await self._publish(
+                session.fast,
+                self.names.dead_letter_exchange,
+                queue,
+                message.body,
+                message.header.properties,
+                mandatory=False,
+                confirm=False,
+            )
+
+    async def publish_rpc(
+        self, key: str, data: bytes, correlation_id: str, session: _Session | None = None
+    ) -> None:
+        """Publish an RPC request, mandatory.
+
+        Not confirmed: the reply proves delivery, and awaiting a confirm per call costs
+        about a tenth of a millisecond of a round trip. An unroutable request still comes
+        back as a ``basic.return``, which :meth:`_track_return` turns into
+        :class:`UnroutableError` for the sender. Should aiormq's bookkeeping not be what
+        this expects, requests go through the confirming channel instead.
+        """
+        if session is None:
+            session = await self.ready()
+        properties = self._properties(correlation_id=correlation_id, reply_to=self.reply_to)
+        if self._track_return(session.fast, key, correlation_id):
+            channel, confirm = session.fast, False
+        else:  # pragma: no cover - another aiormq
+            channel, confirm = session.publish, True
         try:
-            await self._publish(session.rpc_exchange, message, key, mandatory=True)
-        except self.errors.DeliveryError:
+            await self._publish(
+                channel,
+                self.names.rpc_exchange,
+                key,
+                data,
+                properties,
+                mandatory=True,
+                confirm=confirm,
+            )
+        except self.errors.PublishError:
             raise UnroutableError(f"unknown rpc recipient {key!r}") from None
+        except BaseException:
+            self._untrack_return(correlation_id)
+            raise
 
-    def _reply_to(self) -> str:
-        return self.names.reply_queue(self.uid)
+    def _track_return(self, channel: RawChannel, key: str, correlation_id: str) -> bool:
+        """Have a ``basic.return`` of this request fail its pending reply; False if unable.
 
-    def _message(
+        aiormq hands a returned message to the future it keeps under the delivery tag that
+        ``message_id_delivery_tag`` maps the message id to; on a channel without confirms
+        nothing else uses either table. We register a future under a key no delivery tag
+        takes (negative), and remove it again when the reply arrives (or, for requests that
+        never get one, in a sweep once the table has grown).
+        """
+        by_message_id = getattr(channel, "message_id_delivery_tag", None)
+        confirmations = getattr(channel, "confirmations", None)
+        if not isinstance(by_message_id, dict) or not isinstance(confirmations, dict):
+            return False  # pragma: no cover - another aiormq
+        if len(self._returnable) >= self._sweep_at:
+            self._sweep_returnable()
+            self._sweep_at = max(_RETURNABLE_SWEEP, 2 * len(self._returnable))
+        tag = -next(self._return_keys)
+        returned = self.loop.create_future()
+        by_message_id[correlation_id] = tag
+        confirmations[tag] = returned
+        self._returnable[correlation_id] = (channel, tag)
+
+        def on_return(future: asyncio.Future[Any]) -> None:
+            self._untrack_return(correlation_id)
+            if not future.cancelled() and future.exception() is None:
+                resolve(
+                    self.comm._pop_pending(correlation_id),
+                    False,
+                    UnroutableError(f"unknown rpc recipient {key!r}"),
+                )
+
+        returned.add_done_callback(on_return)
+        return True
+
+    def _untrack_return(self, correlation_id: str) -> None:
+        entry = self._returnable.pop(correlation_id, None)
+        if entry is not None:
+            channel, tag = entry
+            channel.message_id_delivery_tag.pop(correlation_id, None)
+            channel.confirmations.pop(tag, None)  # our future, or aiormq's Returning marker
+
+    def _sweep_returnable(self) -> None:
+        """Forget requests nobody waits for any more (their callers gave up)."""
+        pending = self.comm._pending
+        for correlation_id in [c for c in self._returnable if c not in pending]:
+            self._untrack_return(correlation_id)
+
+    def _properties(
         self,
-        data: bytes,
         *,
         correlation_id: str | None = None,
         reply_to: str | None = None,
         persistent: bool = False,
         headers: dict[str, Any] | None = None,
     ) -> Any:
-        return self.aio_pika.Message(
-            data,
+        return self.spec.Basic.Properties(
             content_type=_CONTENT_TYPE,
+            delivery_mode=2 if persistent else 1,
             correlation_id=correlation_id,
             reply_to=reply_to,
             headers=headers,
-            delivery_mode=(
-                self.aio_pika.DeliveryMode.PERSISTENT
-                if persistent
-                else self.aio_pika.DeliveryMode.NOT_PERSISTENT
-            ),
+            # aiormq maps basic.return to the publish by message id: keep it unique here
+            message_id=correlation_id,
         )
 
     async def _publish(
-        self, exchange: AbstractExchange, message: Any, routing_key: str, *, mandatory: bool
+        self,
+        channel: RawChannel,
+        exchange: str,
+        routing_key: str,
+        data: bytes,
+        properties: Any,
+        *,
+        mandatory: bool,
+        confirm: bool = True,
     ) -> None:
+        """Publish ``data``; with ``confirm``, wait up to ``publish_timeout`` for the broker.
+
+        ``confirm`` must say whether ``channel`` has publisher confirms. ``wait=False``: the
+        frames go to the connection's write queue and the confirm (which comes after they
+        were written) is what is awaited, without holding the channel lock meanwhile.
+
+        Raises:
+            aiormq.exceptions.PublishError: a mandatory message was returned (unroutable).
+            DeliveryFailed: the broker refused it (nack).
+            BrokerUnavailableError: no connection, or no confirm within ``publish_timeout``.
+        """
         try:
-            confirm = await exchange.publish(
-                message,
-                routing_key,
-                mandatory=mandatory,
-                timeout=self.comm._publish_timeout,
-            )
-        except self.errors.DeliveryError:
+            if confirm:
+                async with asyncio.timeout(self.comm._publish_timeout):
+                    await channel.basic_publish(
+                        data,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=mandatory,
+                        wait=False,
+                    )
+            else:
+                await channel.basic_publish(
+                    data,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=mandatory,
+                    wait=False,
+                )
+        except self.errors.PublishError:
             raise
+        except self.errors.DeliveryError:
+            raise DeliveryFailed(
+                f"the broker refused the message (routing key {routing_key!r})"
+            ) from None
         except self._io_errors as exc:
             raise self._unavailable(exc) from None
-        if type(confirm).__name__ == "Nack":
-            raise DeliveryFailed(f"the broker refused the message (routing key {routing_key!r})")
 
-    async def publish_reply(self, reply_to: str, correlation_id: str, data: bytes) -> None:
+    async def publish_reply(
+        self, reply_to: str, correlation_id: str, data: bytes, session: _Session | None = None
+    ) -> None:
+        """Send an RPC reply: not confirmed (nobody here would act on the confirm; a lost
+        reply shows at the sender, whose reply queue is gone or who stops waiting)."""
+        if session is None:
+            session = await self.ready()
+        await self._publish(
+            session.fast,
+            "",
+            reply_to,
+            data,
+            self._properties(correlation_id=correlation_id),
+            mandatory=False,
+            confirm=False,
+        )
+
+    async def publish_task_reply(self, reply_to: str, correlation_id: str, data: bytes) -> None:
+        """Send a task's reply, confirmed: the task is acked only once its reply is safe."""
         session = await self.ready()
-        message = self._message(data, correlation_id=correlation_id)
-        await self._publish(session.publish.default_exchange, message, reply_to, mandatory=False)
+        await self._publish(
+            session.publish,
+            "",
+            reply_to,
+            data,
+            self._properties(correlation_id=correlation_id),
+            mandatory=False,
+        )
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        correlation_id = message.header.properties.correlation_id
         try:
             ok, value = wire.decode_reply(message.body)
-            if not message.correlation_id:
+            if not correlation_id:
                 raise wire.Malformed("reply without correlation_id")
         except wire.Malformed as exc:
-            await self._dead_letter(message, self._reply_to(), str(exc))
+            await self._dead_letter_copy(message, self.reply_to, str(exc))
             return
-        sink = self.comm._pop_pending(message.correlation_id)
+        self._untrack_return(correlation_id)
+        sink = self.comm._pop_pending(correlation_id)
         if sink is None:
             logger.debug(
                 "amqp %r: reply for unknown correlation id %r dropped (already answered, "
                 "or the sender stopped waiting)",
                 self.comm.name,
-                message.correlation_id,
+                correlation_id,
             )
         else:
             resolve(sink, ok, value)
-        await self._settle(message.ack())
 
     # -- broadcasts -----------------------------------------------------------------------
 
@@ -1258,8 +1549,10 @@ class _Io:
                 name, exclusive=True, arguments=self._transient_args()
             )
             await queue.bind(self.names.broadcast_exchange)
-            consumed = await session.consume.get_queue(name, ensure=False)
-            session.broadcast_tag = await consumed.consume(self._on_broadcast)
+            # acknowledged on arrival: no_ack is the same, minus a frame per broadcast
+            session.broadcast_tag = await self._consume(
+                session.consume, name, self._on_broadcast, no_ack=True
+            )
 
     async def remove_broadcast(self, key: str) -> None:
         # the queue stays (bound and consumed) until close; with no subscriber, broadcasts
@@ -1267,11 +1560,11 @@ class _Io:
         if self.broadcast.pop(key, None) is None:
             raise UnknownSubscriberError(f"no broadcast subscriber {key!r} on this communicator")
 
-    async def _on_broadcast(self, message: AbstractIncomingMessage) -> None:
+    async def _on_broadcast(self, message: DeliveredMessage) -> None:
         try:
             body, sender, subject, correlation_id = wire.decode_broadcast(message.body)
         except wire.Malformed as exc:
-            await self._dead_letter(message, self.names.broadcast_queue(self.uid), str(exc))
+            await self._dead_letter_copy(message, self.names.broadcast_queue(self.uid), str(exc))
             return
         matching = tuple(
             s.subscriber if isinstance(s, BroadcastFilter) else s
@@ -1281,11 +1574,17 @@ class _Io:
         if matching:
             with contextlib.suppress(LoopGone):
                 self.comm._deliver(_BroadcastItem(matching, body, sender, subject, correlation_id))
-        await self._settle(message.ack())
 
     async def publish_broadcast(self, data: bytes) -> None:
         session = await self.ready()
-        await self._publish(session.broadcast_exchange, self._message(data), "", mandatory=False)
+        await self._publish(
+            session.publish,
+            self.names.broadcast_exchange,
+            "",
+            data,
+            self._properties(),
+            mandatory=False,
+        )
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -1335,8 +1634,12 @@ class _Io:
         await channel.set_qos(prefetch_count=sub.prefetch)
         sub.epoch += 1
         epoch = sub.epoch
-        queue = await channel.get_queue(self.names.task_queue(sub.queue), ensure=False)
-        await queue.consume(functools.partial(self._on_task, sub, epoch))
+        await self._consume(
+            await _raw(channel),
+            self.names.task_queue(sub.queue),
+            functools.partial(self._on_task_delivery, sub, epoch),
+            no_ack=False,
+        )
         sub.channel = channel
         channel.close_callbacks.add(lambda *_: self._task_channel_closed(sub, epoch, session))
         await self._unpark(session, sub.queue)
@@ -1391,6 +1694,9 @@ class _Io:
         headers = message.headers or {}
         return _header_int(headers, _REDELIVERIES) + _header_int(headers, "x-delivery-count")
 
+    async def _on_task_delivery(self, sub: _TaskSub, epoch: int, message: DeliveredMessage) -> None:
+        await self._on_task(sub, epoch, self.aio_pika.IncomingMessage(message, no_ack=False))
+
     async def _on_task(self, sub: _TaskSub, epoch: int, message: AbstractIncomingMessage) -> None:
         queue_name = self.names.task_queue(sub.queue)
         headers = message.headers or {}
@@ -1413,7 +1719,7 @@ class _Io:
             )
             if message.reply_to and message.correlation_id:
                 with contextlib.suppress(DeliveryFailed):
-                    await self.publish_reply(
+                    await self.publish_task_reply(
                         message.reply_to,
                         message.correlation_id,
                         wire.encode_fault("dead_lettered", f"task in queue {sub.queue!r} {reason}"),
@@ -1430,7 +1736,7 @@ class _Io:
         message = item.message
         if message.reply_to and message.correlation_id:
             try:
-                await self.publish_reply(message.reply_to, message.correlation_id, data)
+                await self.publish_task_reply(message.reply_to, message.correlation_id, data)
             except DeliveryFailed as exc:
                 logger.error(
                     "amqp %r: can't send the reply of a task (%s); it stays unacknowledged "
@@ -1442,13 +1748,15 @@ class _Io:
         await self._settle(message.ack())
 
     def _republished(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> Any:
-        return self._message(
-            message.body,
+        """The properties of a copy of ``message`` with ``headers`` (aio-pika formats them)."""
+        return self.aio_pika.Message(
+            b"",
+            content_type=_CONTENT_TYPE,
             correlation_id=message.correlation_id,
             reply_to=message.reply_to,
-            persistent=True,
             headers=headers,
-        )
+            delivery_mode=self.aio_pika.DeliveryMode.PERSISTENT,
+        ).properties
 
     async def _move(
         self,
@@ -1459,9 +1767,11 @@ class _Io:
     ) -> None:
         """Publish a copy of ``message`` to ``queue_name`` (confirmed), then ack the original."""
         await self._publish(
-            session.publish.default_exchange,
-            self._republished(message, headers),
+            session.publish,
+            "",
             queue_name,
+            message.body,
+            self._republished(message, headers),
             mandatory=True,
         )
         await self._settle(message.ack())
@@ -1556,20 +1866,21 @@ class _Io:
             await self._ensure_task_queue(session, queue)
         except self._io_errors as exc:
             raise self._unavailable(exc) from None
-        message = self._message(
-            data,
-            correlation_id=correlation_id or uuid.uuid4().hex,
-            reply_to=self._reply_to() if correlation_id is not None else None,
+        properties = self._properties(
+            correlation_id=correlation_id or self.comm._new_id(),
+            reply_to=self.reply_to if correlation_id is not None else None,
             persistent=True,
         )
         try:
             await self._publish(
-                session.publish.default_exchange,
-                message,
+                session.publish,
+                "",
                 self.names.task_queue(queue),
+                data,
+                properties,
                 mandatory=True,
             )
-        except self.errors.DeliveryError:
+        except self.errors.PublishError:
             session.task_queues.discard(queue)  # deleted behind our back?
             raise DeliveryFailed(f"task queue {queue!r} does not exist on the broker") from None
 

@@ -6,6 +6,7 @@ the reason when none answers. The wire-format and URL tests need no server.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -247,6 +248,44 @@ async def test_wildcard_identifiers_are_literal(namespace: str) -> None:
                 await comm.rpc_send("anything", 4)
         with pytest.raises(ValueError, match=r"^rpc identifier is too long"):
             await comm.add_rpc_subscriber(lambda _c, m: m, "x" * 300)
+
+
+@amqp
+async def test_unconfirmed_rpc_requests_leave_no_bookkeeping_behind(namespace: str) -> None:
+    """RPC requests are published without confirms; an unroutable one is told apart by its
+    basic.return through aiormq's tables, which must be empty again once every call ended
+    (answered, returned, or abandoned by its caller)."""
+    async with make(namespace) as comm:
+        await comm.add_rpc_subscriber(lambda _c, m: m + 1, "inc")
+        with anyio.fail_after(TIMEOUT):
+            assert await comm.rpc_send("inc", 1) == 2
+            with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
+                await comm.rpc_send("nobody", 1)
+            future = comm.rpc_send_future("nobody", 2)
+            with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
+                await wait_future(future)
+            futures = [comm.rpc_send_future("inc" if i % 2 else "nobody", i) for i in range(50)]
+            for i, f in enumerate(futures):
+                if i % 2:
+                    assert await wait_future(f) == i + 1
+                else:
+                    with pytest.raises(UnroutableError):
+                        await wait_future(f)
+        io = comm._io
+        assert io is not None
+        assert io.session is not None
+        fast = io.session.fast
+
+        def tables() -> tuple[int, int, int]:
+            return len(io._returnable), len(fast.confirmations), len(fast.message_id_delivery_tag)
+
+        # the return futures' callbacks run on the I/O loop: ask it once they had their turn
+        async def settled() -> tuple[int, int, int]:
+            await asyncio.sleep(0)
+            return tables()
+
+        with anyio.fail_after(TIMEOUT):
+            assert await wait_future(io.submit(settled)) == (0, 0, 0)
 
 
 @amqp
