@@ -622,7 +622,13 @@ class CheckpointCodec:
         text = self._encode_fast(data)
         if text is None:
             plain = {key: self._to_plain(value, key) for key, value in data.items()}
-            text = _dumps(plain)
+            try:
+                text = _dumps(plain)
+            except ValueError as exc:  # an int too long for str(): Python's digit limit
+                where = _unwritable_int_path(plain, "") or "a value"
+                raise CheckpointEncodeError(
+                    f"can't encode {_where(pid, None)}: {where.lstrip('.')}: {exc}"
+                ) from None
         return text.encode("utf-8", "surrogatepass")
 
     def _encode_fast(self, data: dict[str, Any]) -> str | None:
@@ -820,6 +826,28 @@ def _fast_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
         return "".join(c_encode(value, 0))
 
     return encode
+
+
+def _unwritable_int_path(value: Any, path: str) -> str | None:
+    """The path of the first int in ``value`` that ``str()`` refuses (too many digits)."""
+    kind = type(value)
+    if kind is int:
+        try:
+            str(value)
+        except ValueError:
+            return path
+        return None
+    if kind is dict:
+        for key, item in value.items():
+            found = _unwritable_int_path(item, f"{path}[{key!r}]" if path else str(key))
+            if found is not None:
+                return found
+    elif kind is list:
+        for i, item in enumerate(value):
+            found = _unwritable_int_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _dumps(plain: Any) -> str:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from corelib._checkpoint import (
     _shape_ok,
     _shape_problem,
 )
-from corelib._persisters import INLINE_IO_BYTES, FilePersister
+from corelib._persisters import INLINE_IO_BYTES, FilePersister, InMemoryPersister
 
 from ._checkpoint_helpers import (
     Point,
@@ -406,3 +407,28 @@ def test_compiled_outline_is_cached_per_class() -> None:
     assert derived._navigator() is Derived.spec().compiled_outline
     assert base._navigator() is not derived._navigator()
     assert Base()._navigator() is base._navigator()
+
+
+# -- ints too long for str(): a specific error with the path, from every way of saving ---------
+
+
+def _huge_int_checkpoint() -> Checkpoint:
+    return Checkpoint(
+        pid="p-huge",
+        process_class="tests.corelib:X",
+        state="waiting",
+        ctx={"a": [1, 10 ** (sys.get_int_max_str_digits() + 10)]},
+    )
+
+
+def test_encode_names_the_int_too_long_for_str() -> None:
+    with pytest.raises(CheckpointEncodeError, match=r"p-huge.*ctx\['a'\]\[1\].*digits"):
+        CheckpointCodec().encode(_huge_int_checkpoint())
+
+
+@pytest.mark.anyio
+async def test_in_memory_save_refuses_the_int_too_long_for_str() -> None:
+    persister = InMemoryPersister()
+    with pytest.raises(CheckpointEncodeError, match=r"ctx\['a'\]\[1\]"):
+        await persister.save_checkpoint(_huge_int_checkpoint())
+    assert await persister.get_checkpoints() == []
