@@ -1341,7 +1341,7 @@ class _Io:
         properties = self._properties(correlation_id=correlation_id, reply_to=self.reply_to)
         if self._track_return(session.fast, key, correlation_id):
             channel, confirm = session.fast, False
-        else:  # pragma: no cover - another aiormq
+        else:  # another aiormq (tested by patching _track_return)
             channel, confirm = session.publish, True
         try:
             await self._publish(

@@ -29,6 +29,7 @@ from broker import (
     DuplicateSubscriberError,
     RemoteError,
     UnroutableError,
+    _amqp,
     wait_future,
 )
 from broker import _amqp_wire as wire
@@ -248,6 +249,36 @@ async def test_wildcard_identifiers_are_literal(namespace: str) -> None:
                 await comm.rpc_send("anything", 4)
         with pytest.raises(ValueError, match=r"^rpc identifier is too long"):
             await comm.add_rpc_subscriber(lambda _c, m: m, "x" * 300)
+
+
+@amqp
+async def test_rpc_requests_use_the_unconfirmed_fast_path(namespace: str) -> None:
+    """The aiormq this suite runs with has the tables the fast path needs (a change in aiormq
+    shows up here, not as a silent slowdown)."""
+    async with make(namespace) as comm:
+        io = comm._io
+        assert io is not None
+        session = await io.ready() if io.session is None else io.session
+        assert io._track_return(session.fast, "k", "probe-id") is True
+        io._untrack_return("probe-id")
+
+
+@amqp
+async def test_rpc_requests_fall_back_to_confirms_without_aiormq_tables(
+    namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without aiormq's return tables, requests go through the confirming channel: answered
+    calls and unroutable ones behave the same."""
+    monkeypatch.setattr(_amqp._Io, "_track_return", lambda self, channel, key, cid: False)
+    async with make(namespace) as comm:
+        await comm.add_rpc_subscriber(lambda _c, m: m + 1, "inc")
+        with anyio.fail_after(TIMEOUT):
+            assert await comm.rpc_send("inc", 1) == 2
+            with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
+                await comm.rpc_send("nobody", 1)
+            future = comm.rpc_send_future("nobody", 2)
+            with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
+                await wait_future(future)
 
 
 @amqp
