@@ -7,7 +7,8 @@ another broker; ``$PLUMIO_AMQP_URL`` is honoured too). Needs a RabbitMQ server
 Cases, each measured for every client below, in the same run and on the same broker:
 
 - **sequential RPC**: one call in flight; p50 and p99 of the round trip;
-- **RPC throughput**: calls/s with 500 outstanding (a sliding window);
+- **RPC throughput**: calls/s with 500 outstanding (a sliding window), and the p50/p99 of
+  each call's round trip (send to reply) under that load;
 - **task throughput**: tasks/s with 500 outstanding, each acknowledged and replied to (send,
   consume, ack, reply, all of it inside the timed window).
 
@@ -88,6 +89,7 @@ class Sample:
     """One repetition of one client."""
 
     seq_us: list[float] = field(default_factory=list)
+    load_us: list[float] = field(default_factory=list)  # RPC round trips, 500 outstanding
     rpc_rate: float = 0.0
     task_rate: float = 0.0
 
@@ -99,6 +101,14 @@ class Sample:
     def p99(self) -> float:
         return percentile(self.seq_us, 99)
 
+    @property
+    def load_p50(self) -> float:
+        return percentile(self.load_us, 50)
+
+    @property
+    def load_p99(self) -> float:
+        return percentile(self.load_us, 99)
+
 
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
@@ -109,16 +119,30 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def windowed(
-    send: Callable[[int], Future[Any]], total: int, check: Callable[[int, Any], None]
+    send: Callable[[int], Future[Any]],
+    total: int,
+    check: Callable[[int, Any], None],
+    latencies: list[float] | None = None,
 ) -> float:
-    """Keep ``WINDOW`` futures outstanding until ``total`` resolved; return per second."""
+    """Keep ``WINDOW`` futures outstanding until ``total`` resolved; return per second.
+
+    With ``latencies``, each call's round trip (send to its future's completion, stamped by
+    a done callback in the resolving thread) is appended to it, in microseconds.
+    """
     window: collections.deque[tuple[int, Future[Any]]] = collections.deque()
-    start = time.perf_counter()
+    clock = time.perf_counter
+    start = clock()
     for i in range(total):
         if len(window) >= WINDOW:
             j, future = window.popleft()
             check(j, future.result(TIMEOUT))
-        window.append((i, send(i)))
+        sent = clock()
+        future = send(i)
+        if latencies is not None:
+            future.add_done_callback(
+                lambda _f, sent=sent: latencies.append((clock() - sent) * 1e6)
+            )
+        window.append((i, future))
     while window:
         j, future = window.popleft()
         check(j, future.result(TIMEOUT))
@@ -205,7 +229,10 @@ def run_ours_async(url: str, namespace: str, sizes: Sizes) -> Sample:
 
                 async def rpc_worker(k: int) -> None:
                     for i in range(k, sizes.rpcs, WINDOW):
-                        expect_plus_one(i, await comm.rpc_send("bench-server", i))
+                        sent = clock()
+                        value = await comm.rpc_send("bench-server", i)
+                        sample.load_us.append((clock() - sent) * 1e6)
+                        expect_plus_one(i, value)
 
                 async def task_worker(k: int) -> None:
                     for i in range(k, sizes.tasks, WINDOW):
@@ -240,7 +267,10 @@ def run_ours_thread(url: str, namespace: str, sizes: Sizes) -> Sample:
             sample.seq_us.append((clock() - start) * 1e6)
             expect_plus_one(i, value)
         sample.rpc_rate = windowed(
-            lambda i: comm.rpc_send_future("bench-server", i), sizes.rpcs, expect_plus_one
+            lambda i: comm.rpc_send_future("bench-server", i),
+            sizes.rpcs,
+            expect_plus_one,
+            sample.load_us,
         )
         sample.task_rate = windowed(comm.task_send_future, sizes.tasks, expect_plus_one)
     finally:
@@ -313,7 +343,10 @@ def run_raw_floor(url: str, tag: str, sizes: Sizes) -> Sample:
 
                 async def worker(k: int) -> None:
                     for i in range(k, sizes.rpcs, WINDOW):
-                        expect_plus_one(i, await call(i))
+                        sent = clock()
+                        value = await call(i)
+                        sample.load_us.append((clock() - sent) * 1e6)
+                        expect_plus_one(i, value)
 
                 start = clock()
                 await asyncio.gather(*(worker(k) for k in range(min(WINDOW, sizes.rpcs))))
@@ -371,7 +404,9 @@ def run_kiwipy(client: Any, sizes: Sizes) -> Sample:
     def check(i: int, value: Any) -> None:
         expect_plus_one(i, unwrap(value))
 
-    sample.rpc_rate = windowed(lambda i: client.rpc_send("bench-server", i), sizes.rpcs, check)
+    sample.rpc_rate = windowed(
+        lambda i: client.rpc_send("bench-server", i), sizes.rpcs, check, sample.load_us
+    )
     sample.task_rate = windowed(client.task_send, sizes.tasks, check)
     return sample
 
@@ -394,6 +429,7 @@ def report(samples: dict[str, list[Sample]], sizes: Sizes, elapsed: float) -> bo
         f"{'client':<30} {'seq p50 ms':>10} {'seq p99 ms':>10} {'rpc/s':>8} {'tasks/s':>8}"
         f" {'x seq p50':>9} {'x rpc/s':>8} {'x tasks/s':>9}"
     )
+    load_lines = []
     ok = True
     verdicts = []
     medians: dict[str, float] = {}
@@ -420,6 +456,24 @@ def report(samples: dict[str, list[Sample]], sizes: Sizes, elapsed: float) -> bo
                 ok = ok and seq_x >= GOAL and rpc_x >= GOAL and task_x >= GOAL
         tasks_text = "n/a" if name == RAW else fmt_rate(tasks)
         print(f"{name:<30} {p50:>10.2f} {p99:>10.2f} {fmt_rate(rpc):>8} {tasks_text:>8}{ratios}")
+        load_p50 = statistics.median(s.load_p50 for s in reps) / 1000
+        load_p99 = statistics.median(s.load_p99 for s in reps) / 1000
+        # Little's law: calls actually in flight = rate x mean round trip
+        in_flight = statistics.median(
+            s.rpc_rate * statistics.fmean(s.load_us) / 1e6 for s in reps if s.load_us
+        )
+        load_lines.append(f"{name:<30} {load_p50:>10.2f} {load_p99:>10.2f} {in_flight:>10.0f}")
+    print()
+    print(f"RPC round trip of each call with {WINDOW} outstanding (send to reply)")
+    print(f"{'client':<30} {'p50 ms':>10} {'p99 ms':>10} {'in flight':>10}")
+    for line in load_lines:
+        print(line)
+    print(
+        "  in flight = rate x mean round trip (Little's law): how many calls really were\n"
+        "  outstanding. A client whose send call itself blocks (kiwipy's rpc_send waits on its\n"
+        "  communication thread) keeps fewer calls in flight than the window; its round trips\n"
+        "  are then those of a lighter load, and the rates are what compare like for like."
+    )
     print("  x = vs kiwipy in the same repetition (higher is better): kiwipy p50 / p50,")
     print("  rate / kiwipy rate; medians over repetitions. The raw aio-pika floor is RabbitMQ")
     print("  alone (one loop, no envelope, no thread hop), for scale only.")
