@@ -25,3 +25,14 @@ class PWaiter(plumpy.Process):  # type: ignore[misc]
 
     def done(self) -> None:
         return None
+
+
+#: Set by the RabbitMQ control benchmark: the communicator launched processes get (a task
+#: body crossing RabbitMQ can't carry a communicator object).
+AMQP_COMMUNICATOR: Any = None
+
+
+class PDoubleAmqp(PDouble):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("communicator", AMQP_COMMUNICATOR)
+        super().__init__(*args, **kwargs)

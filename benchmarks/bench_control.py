@@ -20,6 +20,10 @@ Cases (ours: one :class:`~corelib.Worker` thread per backend, the client a plain
 
 Our broker runs unencoded (like kiwipy's LocalCommunicator) unless ``--strict``; the ratios use
 the same mode. ``--quick`` makes a smoke run; ``--json PATH`` keeps the figures.
+
+When RabbitMQ answers (``$PLUMIO_AMQP_URL``, default 127.0.0.1), the same cases then run on it,
+ours against plumpy on kiwipy's ``RmqThreadCommunicator`` (see :mod:`benchmarks._control_amqp`);
+``--no-amqp`` skips them.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from broker import BlockingCommunicator, LoopCommunicator, MemoryBroker
 from corelib._controller import BlockingProcessController, ProcessController
 from corelib._worker import Worker
 
+from . import _control_amqp
 from ._control_models import Double, Waiter
 
 try:
@@ -317,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--strict", action="store_true", help="our broker encodes as JSON")
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--no-amqp", action="store_true", help="skip the RabbitMQ cases")
     args = parser.parse_args(argv)
     sizes = {
         "status": 2000,
@@ -347,6 +353,14 @@ def main(argv: list[str] | None = None) -> None:
             scaling[key] = ours_scaling("asyncio", args.strict, waiting, flight_scaling, freeze)
     results["scaling"] = scaling
     _report(results, waiting_big)
+    if not args.no_amqp:
+        problem = _control_amqp.rabbitmq_problem()
+        if problem:
+            print(f"\nRabbitMQ cases skipped: {problem}")
+        else:
+            results["amqp"] = _control_amqp.run(quick=args.quick)
+            print()
+            print(_control_amqp.report(results["amqp"]), end="")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=2)
