@@ -29,18 +29,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import os
-import socket
 import statistics
 import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 
-from broker import AmqpCommunicator
+from broker import AmqpCommunicator, amqp_problem
 from corelib import Runner
 from corelib._control import ProcessControl
 from corelib._controller import ProcessController
@@ -55,19 +53,8 @@ QUICK_SIZES = {"status": 60, "pairs": 20, "pause_all": 50, "launch_seq": 20, "la
 
 
 def rabbitmq_problem(url: str = DEFAULT_URL) -> str:
-    """Why no RabbitMQ can be used at ``url`` ("" when one answers the AMQP header)."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
-    try:
-        with socket.create_connection((host, port), timeout=2) as sock:
-            sock.settimeout(2)
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            frame = sock.recv(7)
-    except OSError as exc:
-        return f"no RabbitMQ answers on {host}:{port}: {exc}"
-    if frame[:1] != b"\x01":
-        return f"no RabbitMQ answers on {host}:{port}: unexpected reply {frame!r}"
-    return ""
+    """Why no RabbitMQ can be used at ``url`` ("" when one answers)."""
+    return amqp_problem(url)
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:

@@ -7,6 +7,7 @@ it and runs its subscribers there. :class:`BlockingCommunicator` serves threads 
 
 from ._amqp import AmqpCommunicator as AmqpCommunicator
 from ._amqp import BrokerUnavailableError as BrokerUnavailableError
+from ._amqp_probe import amqp_problem as amqp_problem
 from ._blocking import BlockingCommunicator as BlockingCommunicator
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
@@ -35,6 +36,7 @@ from .abc import Communicator as Communicator
 
 __all__ = [
     "AmqpCommunicator",
+    "amqp_problem",
     "BlockingCommunicator",
     "BroadcastFilter",
     "BrokerError",

@@ -8,14 +8,12 @@ when RabbitMQ answers on 127.0.0.1 (or ``$PLUMIO_AMQP_URL``), the AMQP adapter.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import pytest
 
-from broker import Communicator, LoopCommunicator, MemoryBroker
+from broker import Communicator, LoopCommunicator, MemoryBroker, amqp_problem
 
 CommFactory = Callable[[], Communicator]
 
@@ -31,23 +29,7 @@ def amqp_unavailable() -> str:
 
 
 def _probe_amqp() -> str:
-    try:
-        import aio_pika  # noqa: F401
-    except ImportError:
-        return "aio-pika is not installed (pip install 'plumio[amqp]')"
-    url = urlsplit(AMQP_URL)
-    host, port = url.hostname or "127.0.0.1", url.port or 5672
-    try:
-        # a TCP connect plus the AMQP protocol header: a broker answers with connection.start
-        with socket.create_connection((host, port), timeout=2) as sock:
-            sock.settimeout(2)
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            frame = sock.recv(7)
-    except OSError as exc:
-        return f"no RabbitMQ answers on {host}:{port}: {exc}"
-    if frame[:1] != b"\x01":
-        return f"no RabbitMQ answers on {host}:{port}: unexpected reply {frame!r}"
-    return ""
+    return amqp_problem(AMQP_URL)
 
 
 def require_amqp() -> None:
@@ -62,9 +44,7 @@ def amqp_namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(
-    params=["memory", "memory-strict", pytest.param("amqp", marks=pytest.mark.amqp)]
-)
+@pytest.fixture(params=["memory", "memory-strict", pytest.param("amqp", marks=pytest.mark.amqp)])
 def comm_kind(request: pytest.FixtureRequest) -> str:
     return request.param  # type: ignore[no-any-return]
 
