@@ -238,7 +238,8 @@ class _Session:
     The hot paths (publishing, consuming) talk to aiormq's channels directly: aio-pika's
     ``Exchange.publish`` with a timeout runs the channel lock and the write through
     ``asyncio.wait_for`` (a task each on Python 3.11), and its consumers add a second task
-    per delivery. aio-pika's objects are kept for declarations and the task paths.
+    per delivery. aio-pika's objects are kept for declarations and the task paths (the RPC
+    subscriptions, added and removed per process, use aiormq's channels too).
     """
 
     connection: AbstractConnection
@@ -250,6 +251,11 @@ class _Session:
     owners: tuple[AbstractChannel, ...]  # aio-pika's channel objects of the raw channels
     task_queues: set[str] = attrs.field(factory=set)
     broadcast_tag: str | None = None
+    #: the RPC queue declares and deletes that may fail (RESOURCE_LOCKED, PRECONDITION_FAILED),
+    #: one at a time (``claim_lock``), so a channel error is always the current operation's and
+    #: never fails an unrelated one; opened on first use, reopened after an error
+    claim: AbstractChannel | None = None
+    claim_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
 
 # -- the communicator --------------------------------------------------------------------------
@@ -1220,21 +1226,47 @@ class _Io:
                 del self.rpc[key]
             raise
 
+    @asynccontextmanager
+    async def _claiming(self, session: _Session) -> AsyncIterator[RawChannel]:
+        """The claim channel (see :class:`_Session`), held for one operation."""
+        async with session.claim_lock:
+            if session.claim is None or session.claim.is_closed:
+                session.claim = await session.connection.channel()
+            yield await _raw(session.claim)
+
     async def _start_rpc(self, session: _Session, sub: _RpcSub) -> None:
-        control = await self._control(session)
-        try:
-            queue = await control.declare_queue(
-                sub.queue_name, exclusive=True, arguments=self._transient_args()
-            )
-        except self.errors.ChannelLockedResource:
-            raise DuplicateSubscriberError(f"rpc subscriber {sub.key!r} already exists") from None
-        await queue.bind(self.names.rpc_exchange, routing_key=sub.key)
+        """Declare, bind and consume ``sub``'s queue: two round trips.
+
+        The declare of the exclusive queue is the duplicate check, so it is awaited first (on
+        the claim channel: a ``RESOURCE_LOCKED`` closes that channel and fails nothing else).
+        The bind (control channel) and the consumer (consume channel) then only need the queue
+        to exist, so they go out together and are awaited together.
+        """
+        name = sub.queue_name
+        async with self._claiming(session) as claim:
+            try:
+                await claim.queue_declare(name, exclusive=True, arguments=self._transient_args())
+            except self.errors.ChannelLockedResource:
+                raise DuplicateSubscriberError(
+                    f"rpc subscriber {sub.key!r} already exists"
+                ) from None
+        control = await _raw(await self._control(session))
         # no_ack: RPCs are at most once and the queue is exclusive (it dies with the
         # connection), so an ack would only cost a frame per call
-        sub.channel = session.consume
-        sub.tag = await self._consume(
-            session.consume, sub.queue_name, functools.partial(self._on_rpc, sub), no_ack=True
+        bound, consumed = await asyncio.gather(
+            control.queue_bind(name, self.names.rpc_exchange, routing_key=sub.key),
+            self._consume(session.consume, name, functools.partial(self._on_rpc, sub), no_ack=True),
+            return_exceptions=True,
         )
+        failure = next((r for r in (bound, consumed) if isinstance(r, BaseException)), None)
+        if failure is not None:
+            # deleting the queue takes its binding and consumer with it
+            with contextlib.suppress(*self._io_errors, RuntimeError):
+                async with self._claiming(session) as claim:
+                    await claim.queue_delete(name)
+            raise failure
+        sub.channel = session.consume
+        sub.tag = cast("str", consumed)
 
     async def _consume(
         self,
@@ -1249,6 +1281,15 @@ class _Io:
         return str(ok.consumer_tag)
 
     async def remove_rpc(self, key: str) -> None:
+        """Unbind, then delete the queue if empty: two round trips.
+
+        Unbinding first makes a later send unroutable at once instead of lost. Deleting the
+        queue also cancels its consumer: RabbitMQ sends the ``basic.cancel`` after every
+        message the queue pushed to it (its deliveries and its exit are ordered), so aiormq
+        keeps dispatching those to :meth:`_on_rpc` until then. A queue that still holds
+        messages (RabbitMQ stops pushing to a channel with too many unsent) refuses the
+        ``if_empty`` delete; then the consumer is cancelled and the rest is drained first.
+        """
         sub = self.rpc.get(key)
         if sub is None or sub.tag is None:
             raise UnknownSubscriberError(f"no rpc subscriber {key!r} on this communicator")
@@ -1256,20 +1297,26 @@ class _Io:
         session = self.session
         if session is None:
             return  # the exclusive queue died with the connection
-        control = await self._control(session)
-        queue = await control.get_queue(sub.queue_name, ensure=False)
-        # unbind first: from now on a send is unroutable at once instead of lost
-        await queue.unbind(self.names.rpc_exchange, routing_key=key)
+        control = await _raw(await self._control(session))
+        await control.queue_unbind(sub.queue_name, self.names.rpc_exchange, routing_key=key)
+        try:
+            async with self._claiming(session) as claim:
+                await claim.queue_delete(sub.queue_name, if_empty=True)
+            return
+        except self.errors.ChannelPreconditionFailed:
+            logger.debug(
+                "amqp %r: rpc queue of %r not empty at removal; draining it", self.comm.name, key
+            )
         assert sub.channel is not None
         await sub.channel.basic_cancel(sub.tag)
         # what was routed before the unbind still reaches the subscriber
-        raw = await _raw(control)
+        control = await _raw(await self._control(session))
         while True:
-            message = await raw.basic_get(sub.queue_name, no_ack=True)
+            message = await control.basic_get(sub.queue_name, no_ack=True)
             if not isinstance(message.delivery, self.spec.Basic.GetOk):
                 break
             await self._on_rpc(sub, message)
-        await queue.delete(if_unused=False, if_empty=False)
+        await control.queue_delete(sub.queue_name)
 
     async def _on_rpc(self, sub: _RpcSub, message: DeliveredMessage) -> None:
         properties = message.header.properties
