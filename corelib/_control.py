@@ -45,7 +45,6 @@ costs O(1 + newcomers); later scans only ever find nothing.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 from collections import deque
@@ -252,19 +251,41 @@ class ControlStatistics:
 
 @final
 class _Attached:
-    __slots__ = ("last", "process", "ready", "subscribed", "terminal")
+    # Kept small: one lives as long as its process, and a worker may hold 10,000 of them
+    # (the cyclic garbage collector walks every one on each full pass).
+    __slots__ = ("is_ready", "last", "process", "ready", "subscribed", "terminal")
 
     def __init__(self, process: Process) -> None:
         self.process = process
         self.last: str | None = None
         self.subscribed = False
         self.terminal = False
-        self.ready: anyio.Event | None = None
+        self.is_ready = False  # subscribed, or given up on (terminal, failed, closed)
+        self.ready: anyio.Event | None = None  # only while someone waits for readiness
 
     def mark_ready(self) -> None:
-        if self.ready is None:
-            self.ready = anyio.Event()
-        self.ready.set()
+        self.is_ready = True
+        if self.ready is not None:
+            self.ready.set()  # its waiters hold it; we needn't
+            self.ready = None
+
+
+@final
+class _RpcHandler:
+    """The RPC subscriber of one process: one small object (not a partial of a bound
+    method, which takes three), since it lives as long as its process."""
+
+    __slots__ = ("control", "process")
+
+    def __init__(self, control: ProcessControl, process: Process) -> None:
+        self.control = control
+        self.process = process
+
+    def __call__(self, comm: Any, msg: Any) -> Any:
+        return self.control._on_rpc(self.process, comm, msg)
+
+    def __repr__(self) -> str:
+        return f"<rpc handler of {self.process.pid}>"
 
 
 _SUB, _UNSUB, _BCAST = "subscribe", "unsubscribe", "broadcast"
@@ -497,7 +518,7 @@ class ProcessControl:
         Every process the runner launches is attached by the launch hook.
         """
         record = self._records.get(process)
-        if record is None or record.subscribed:
+        if record is None or record.is_ready:
             await anyio.lowlevel.checkpoint()
             return
         if record.ready is None:
@@ -615,7 +636,7 @@ class ProcessControl:
         if kind == _SUB:
             record: _Attached = item
             if not record.terminal and self._records.get(record.process) is record:
-                handler = functools.partial(self._on_rpc, record.process)
+                handler = _RpcHandler(self, record.process)
                 await comm.add_rpc_subscriber(handler, record.process.pid)
                 record.subscribed = True
                 if record.terminal:  # it ended while we subscribed
