@@ -161,7 +161,6 @@ def status_of(process: Process) -> dict[str, Any]:
     except Exception:
         identifier = cls.__qualname__
     state = process.state
-    history = process.history
     status: dict[str, Any] = {
         "pid": process.pid,
         "process_class": identifier,
@@ -169,7 +168,7 @@ def status_of(process: Process) -> dict[str, Any]:
         "paused": process.paused,
         "stepping": process.statistics().stepping,
         "process_string": f"<{cls.__name__}> (ProcessState.{state.name})",
-        "ctime": history[0].time if history else None,
+        "ctime": process.ctime,
     }
     if state.terminal:
         status["outcome"] = outcome_of(process)
@@ -251,11 +250,16 @@ class ControlStatistics:
 
 @final
 class _Attached:
-    # Kept small: one lives as long as its process, and a worker may hold 10,000 of them
-    # (the cyclic garbage collector walks every one on each full pass).
-    __slots__ = ("is_ready", "last", "process", "ready", "subscribed", "terminal")
+    """What the binding keeps for an attached process; also the process's RPC subscriber.
 
-    def __init__(self, process: Process) -> None:
+    Kept to one small object: one lives as long as its process, and a worker may hold
+    10,000 of them (the cyclic garbage collector walks every one on each full pass).
+    """
+
+    __slots__ = ("control", "is_ready", "last", "process", "ready", "subscribed", "terminal")
+
+    def __init__(self, control: ProcessControl, process: Process) -> None:
+        self.control = control
         self.process = process
         self.last: str | None = None
         self.subscribed = False
@@ -269,23 +273,12 @@ class _Attached:
             self.ready.set()  # its waiters hold it; we needn't
             self.ready = None
 
-
-@final
-class _RpcHandler:
-    """The RPC subscriber of one process: one small object (not a partial of a bound
-    method, which takes three), since it lives as long as its process."""
-
-    __slots__ = ("control", "process")
-
-    def __init__(self, control: ProcessControl, process: Process) -> None:
-        self.control = control
-        self.process = process
-
     def __call__(self, comm: Any, msg: Any) -> Any:
+        """The process's RPC subscriber (not a partial of a bound method: one object)."""
         return self.control._on_rpc(self.process, comm, msg)
 
     def __repr__(self) -> str:
-        return f"<rpc handler of {self.process.pid}>"
+        return f"<attached {self.process.pid}>"
 
 
 _SUB, _UNSUB, _BCAST = "subscribe", "unsubscribe", "broadcast"
@@ -564,7 +557,7 @@ class ProcessControl:
             self._attach(process)
 
     def _attach(self, process: Process, *, subscribe: bool = True) -> _Attached:
-        record = _Attached(process)
+        record = _Attached(self, process)
         self._records[process] = record
         process.add_process_listener(self._listener)
         state = process.state.value
@@ -636,8 +629,7 @@ class ProcessControl:
         if kind == _SUB:
             record: _Attached = item
             if not record.terminal and self._records.get(record.process) is record:
-                handler = _RpcHandler(self, record.process)
-                await comm.add_rpc_subscriber(handler, record.process.pid)
+                await comm.add_rpc_subscriber(record, record.process.pid)
                 record.subscribed = True
                 if record.terminal:  # it ended while we subscribed
                     record.subscribed = False

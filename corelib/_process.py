@@ -72,7 +72,7 @@ import inspect
 import logging
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from types import CoroutineType, MappingProxyType
+from types import CoroutineType, MappingProxyType, MethodType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final
 
 import anyio
@@ -321,6 +321,7 @@ class Process:
         "_terminated_event",
         "_wait_error",
         "_wait_next",
+        "_wait_next_bound",
         "_watch_pending",
         "_watch_scope",
     )
@@ -381,7 +382,11 @@ class Process:
         self._terminated_event: anyio.Event | None = None
 
         # waiting
+        # The step to resume with. A method of this process is kept as its plain function
+        # (``_wait_next_bound``) and bound again on resume: a bound method would be one more
+        # object, and a reference cycle, for every waiting process.
         self._wait_next: Callable[..., Any] | None = None
+        self._wait_next_bound = False
         self._watch_pending = False  # a watcher task was spawned and has not started yet
         self._watch_scope: anyio.CancelScope | None = None
         self._resumed = False
@@ -480,6 +485,11 @@ class Process:
     def history(self) -> tuple[Transition, ...]:
         """Every state move so far, oldest first (wall-clock stamped)."""
         return self._machine.history
+
+    @property
+    def ctime(self) -> float | None:
+        """When the process made its first state move (``time.time()``), or ``None``."""
+        return self._machine.first_move_time
 
     @property
     def exit_code(self) -> ExitCode | None:
@@ -914,6 +924,7 @@ class Process:
         # Drop what the process no longer needs (bound methods refer back to it).
         self._next_call = None
         self._wait_next = None
+        self._wait_next_bound = False
         self._resume_value = NO_VALUE
         if self._terminated_event is not None:
             self._terminated_event.set()
@@ -984,6 +995,9 @@ class Process:
                 value, self._resume_value = self._resume_value, NO_VALUE
                 next_step, self._wait_next = self._wait_next, None
                 assert next_step is not None
+                if self._wait_next_bound:
+                    next_step = MethodType(next_step, self)
+                    self._wait_next_bound = False
                 self._next_call = (next_step, () if value is NO_VALUE else (value,), _NOTHING)
                 self._transition(Resume(value))
             else:
@@ -1137,7 +1151,13 @@ class Process:
         elif kind is Wait:
             awaitable = result.awaitable
             _check_awaitable(awaitable)
-            self._wait_next = result.next_step
+            next_step = result.next_step
+            if getattr(next_step, "__self__", None) is self and type(next_step) is MethodType:
+                self._wait_next = next_step.__func__
+                self._wait_next_bound = True
+            else:
+                self._wait_next = next_step
+                self._wait_next_bound = False
             self._resumed = False
             self._resume_value = NO_VALUE
             self._wait_error = None

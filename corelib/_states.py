@@ -415,6 +415,14 @@ class Transition:
     time: float
 
 
+_STATE_OF_VALUE: Final = {state.value: state for state in ProcessState}
+
+
+def _transition(move: tuple[str, str, str, float]) -> Transition:
+    old, new, event, time = move
+    return Transition(_STATE_OF_VALUE[old], _STATE_OF_VALUE[new], event, time)
+
+
 @final
 class ProcessStateMachine:
     """The state of one process plus its orthogonal paused flag, and their history.
@@ -444,7 +452,9 @@ class ProcessStateMachine:
         self._state: ProcessState = state_of(self._data)
         self._paused = paused and not self._state.terminal
         self._clock = clock
-        self._history: list[tuple[ProcessState, ProcessState, str, float]] = []
+        # (from value, to value, cause, time): only atomic values, so CPython stops tracking
+        # the tuples for the cyclic collector (a waiting process costs it less)
+        self._history: list[tuple[str, str, str, float]] = []
 
     def __repr__(self) -> str:
         paused = ", paused" if self._paused else ""
@@ -468,7 +478,12 @@ class ProcessStateMachine:
     @property
     def history(self) -> tuple[Transition, ...]:
         """Every move made so far, oldest first."""
-        return tuple(Transition(*move) for move in self._history)
+        return tuple(_transition(move) for move in self._history)
+
+    @property
+    def first_move_time(self) -> float | None:
+        """The wall-clock time of the first move (``None`` before any)."""
+        return self._history[0][3] if self._history else None
 
     @property
     def moves(self) -> int:
@@ -505,7 +520,7 @@ class ProcessStateMachine:
         self.apply(event)
         if len(self._history) == moves:
             return None
-        return Transition(*self._history[-1])
+        return _transition(self._history[-1])
 
     def apply(self, event: Event) -> ProcessState:
         """Apply ``event`` like :meth:`process`, but return only the new state.
@@ -528,7 +543,9 @@ class ProcessStateMachine:
         if new_state in TERMINAL_STATES:
             # State-triggered rule: a terminal state is never paused.
             self._paused = False
-        self._history.append((old_state, new_state, event_type.__name__, self._clock()))
+        self._history.append(
+            (old_state._value_, new_state._value_, event_type.__name__, self._clock())
+        )
         return new_state
 
     def _record_for(self, event: Event) -> StateData:

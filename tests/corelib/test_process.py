@@ -554,6 +554,37 @@ async def test_resume_without_value_calls_step_without_argument() -> None:
     assert proc.history[-2].event == "Resume"
 
 
+async def test_a_waiting_process_holds_no_reference_cycle_to_itself() -> None:
+    """Waiting on one of its own methods keeps the plain function (bound again on resume),
+    so a waiting process is not kept alive by a cycle nor costs the collector an object;
+    a next step that is not its method (another object's, a plain function) is kept as is."""
+    import gc
+
+    async with Runner() as runner:
+        proc = runner.submit(Waiter)
+        await reach(proc, S.WAITING)
+        gc.collect()
+        assert not any(
+            getattr(ref, "__self__", None) is proc for ref in gc.get_referrers(proc)
+        )
+        proc.resume("v")
+        await proc.wait()
+    assert proc.result() == "v"
+
+    seen: list[Any] = []
+
+    class WaitsOnAFunction(Process):
+        def run(self) -> Any:
+            return Wait(None, seen.append)
+
+    async with Runner() as runner:
+        other = runner.submit(WaitsOnAFunction)
+        await reach(other, S.WAITING)
+        other.resume("w")
+        await other.wait()
+    assert seen == ["w"]
+
+
 def test_resume_refused_unless_waiting() -> None:
     proc = Waiter()
     with pytest.raises(InvalidTransitionError, match=r"^can't handle Resume in state CREATED$"):

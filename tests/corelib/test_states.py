@@ -328,3 +328,23 @@ def test_decision_table_highlights() -> None:
     assert decide(Request.PLAY, S.FINISHED, paused=False, stepping=False) == Decision(
         Action.REFUSE, "process already finished"
     )
+
+
+def test_history_is_kept_out_of_the_cyclic_collector() -> None:
+    """A waiting process's history costs the garbage collector nothing: its moves are stored
+    as tuples of atomic values, which CPython stops tracking, and read back as records."""
+    import gc
+
+    times = iter([10.0, 11.0])
+    machine = ProcessStateMachine(clock=lambda: next(times))
+    assert machine.first_move_time is None
+    machine.apply(Start())
+    moved = machine.process(Wait(None, "done"))
+    assert moved == Transition(ProcessState.RUNNING, ProcessState.WAITING, "Wait", 11.0)
+    assert machine.history == (
+        Transition(ProcessState.CREATED, ProcessState.RUNNING, "Start", 10.0),
+        moved,
+    )
+    assert machine.first_move_time == 10.0
+    gc.collect()
+    assert not any(gc.is_tracked(move) for move in machine._history)
