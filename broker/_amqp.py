@@ -1493,26 +1493,20 @@ class _Io:
             DeliveryFailed: the broker refused it (nack).
             BrokerUnavailableError: no connection, or no confirm within ``publish_timeout``.
         """
+        publish = channel.basic_publish(
+            data,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=mandatory,
+            wait=False,
+        )
         try:
             if confirm:
                 async with asyncio.timeout(self.comm._publish_timeout):
-                    await channel.basic_publish(
-                        data,
-                        exchange=exchange,
-                        routing_key=routing_key,
-                        properties=properties,
-                        mandatory=mandatory,
-                        wait=False,
-                    )
-            else:
-                await channel.basic_publish(
-                    data,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=mandatory,
-                    wait=False,
-                )
+                    await publish
+            else:  # no timeout to arm: nothing waits past the write
+                await publish
         except self.errors.PublishError:
             raise
         except self.errors.DeliveryError:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from broker import Communicator, LoopCommunicator, MemoryBroker, amqp_problem
+from broker import AmqpCommunicator, Communicator, LoopCommunicator, MemoryBroker, amqp_problem
 
 CommFactory = Callable[[], Communicator]
 
@@ -63,3 +64,18 @@ def open_comm(comm_kind: str) -> CommFactory:
         )
     broker = MemoryBroker(strict=comm_kind == "memory-strict")
     return lambda: LoopCommunicator(broker)
+
+
+def make_amqp(namespace: str, **kwargs: Any) -> AmqpCommunicator:
+    """An ``AmqpCommunicator`` on the test broker, in ``namespace``, with the tests' defaults
+    (queues expire after a minute; a publish gives up after 5 s)."""
+    kwargs.setdefault("queue_expires", 60)
+    kwargs.setdefault("publish_timeout", 5)
+    return AmqpCommunicator(AMQP_URL, namespace=namespace, **kwargs)
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh AMQP namespace; skips the test when no RabbitMQ answers."""
+    require_amqp()
+    return amqp_namespace()

@@ -36,7 +36,7 @@ from broker import _amqp_wire as wire
 from broker._amqp import AmqpCommunicator, BrokerUnavailableError
 from broker._errors import ErrorInfo
 
-from .conftest import AMQP_URL, amqp_namespace, require_amqp
+from .conftest import AMQP_URL, amqp_namespace, make_amqp, require_amqp
 
 TIMEOUT = 5
 
@@ -57,16 +57,7 @@ RABBITMQ_NODE = os.environ.get("RABBITMQ_NODENAME", "rabbit@localhost")
 amqp = pytest.mark.amqp
 
 
-def make(namespace: str, **kwargs: Any) -> AmqpCommunicator:
-    kwargs.setdefault("queue_expires", 60)
-    kwargs.setdefault("publish_timeout", 5)
-    return AmqpCommunicator(AMQP_URL, namespace=namespace, **kwargs)
-
-
-@pytest.fixture
-def namespace() -> str:
-    require_amqp()
-    return amqp_namespace()
+make = make_amqp
 
 
 # -- wire format (no server) -------------------------------------------------------------------

@@ -22,22 +22,13 @@ from broker import (
 )
 from broker._amqp import AmqpCommunicator, _Io
 
-from .conftest import AMQP_URL, amqp_namespace, require_amqp
+from .conftest import make_amqp
 
 TIMEOUT = 10
 amqp = pytest.mark.amqp
 
 
-def make(namespace: str, **kwargs: Any) -> AmqpCommunicator:
-    kwargs.setdefault("queue_expires", 60)
-    kwargs.setdefault("publish_timeout", 5)
-    return AmqpCommunicator(AMQP_URL, namespace=namespace, **kwargs)
-
-
-@pytest.fixture
-def namespace() -> str:
-    require_amqp()
-    return amqp_namespace()
+make = make_amqp
 
 
 def io_of(comm: AmqpCommunicator) -> _Io:
