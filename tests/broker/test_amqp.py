@@ -254,6 +254,18 @@ async def test_rpc_requests_use_the_unconfirmed_fast_path(namespace: str) -> Non
         io._untrack_return("probe-id")
 
 
+async def _answered_and_unroutable(comm: AmqpCommunicator) -> None:
+    """An answered call, then an unknown recipient awaited and through the futures API."""
+    await comm.add_rpc_subscriber(lambda _c, m: m + 1, "inc")
+    with anyio.fail_after(TIMEOUT):
+        assert await comm.rpc_send("inc", 1) == 2
+        with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
+            await comm.rpc_send("nobody", 1)
+        future = comm.rpc_send_future("nobody", 2)
+        with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
+            await wait_future(future)
+
+
 @amqp
 async def test_rpc_requests_fall_back_to_confirms_without_aiormq_tables(
     namespace: str, monkeypatch: pytest.MonkeyPatch
@@ -262,14 +274,7 @@ async def test_rpc_requests_fall_back_to_confirms_without_aiormq_tables(
     calls and unroutable ones behave the same."""
     monkeypatch.setattr(_amqp._Io, "_track_return", lambda self, channel, key, cid: False)
     async with make(namespace) as comm:
-        await comm.add_rpc_subscriber(lambda _c, m: m + 1, "inc")
-        with anyio.fail_after(TIMEOUT):
-            assert await comm.rpc_send("inc", 1) == 2
-            with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
-                await comm.rpc_send("nobody", 1)
-            future = comm.rpc_send_future("nobody", 2)
-            with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
-                await wait_future(future)
+        await _answered_and_unroutable(comm)
 
 
 @amqp
@@ -278,14 +283,8 @@ async def test_unconfirmed_rpc_requests_leave_no_bookkeeping_behind(namespace: s
     basic.return through aiormq's tables, which must be empty again once every call ended
     (answered, returned, or abandoned by its caller)."""
     async with make(namespace) as comm:
-        await comm.add_rpc_subscriber(lambda _c, m: m + 1, "inc")
+        await _answered_and_unroutable(comm)
         with anyio.fail_after(TIMEOUT):
-            assert await comm.rpc_send("inc", 1) == 2
-            with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
-                await comm.rpc_send("nobody", 1)
-            future = comm.rpc_send_future("nobody", 2)
-            with pytest.raises(UnroutableError, match=r"^unknown rpc recipient 'nobody'$"):
-                await wait_future(future)
             futures = [comm.rpc_send_future("inc" if i % 2 else "nobody", i) for i in range(50)]
             for i, f in enumerate(futures):
                 if i % 2:
