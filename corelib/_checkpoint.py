@@ -627,7 +627,7 @@ class CheckpointCodec:
             except ValueError as exc:  # an int too long for str(): Python's digit limit
                 where = _unwritable_int_path(plain, "") or "a value"
                 raise CheckpointEncodeError(
-                    f"can't encode {_where(pid, None)}: {where.lstrip('.')}: {exc}"
+                    f"can't encode {_where(pid, None)}: {where}: {exc}"
                 ) from None
         return text.encode("utf-8", "surrogatepass")
 
