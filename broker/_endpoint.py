@@ -28,9 +28,10 @@ from typing import Any, Final, Self
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
 from ._errors import CommunicatorClosedError, TaskRejected, UnroutableError
+from ._spawn import ChildScope, Spawner, open_spawner
 from ._wakeup import Inbox, LoopHandle, ReplySlot, current_handle
 from .abc import Communicator
 
@@ -60,11 +61,11 @@ class LoopEndpoint(Communicator):
         self._handle: LoopHandle | None = None
         self._inbox: Inbox[Any] | None = None
         self._wake: anyio.Event | None = None
-        self._handlers: TaskGroup | None = None
+        self._handlers: Spawner | None = None
         self._serve_scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
         self._cm: AbstractAsyncContextManager[Any] | None = None
-        self._task_scopes: dict[Any, anyio.CancelScope] = {}
+        self._task_scopes: dict[Any, ChildScope] = {}
 
     @property
     def name(self) -> str:
@@ -123,7 +124,7 @@ class LoopEndpoint(Communicator):
         assert self._stopped is not None
         try:
             with anyio.CancelScope() as self._serve_scope:
-                async with anyio.create_task_group() as self._handlers:
+                async with open_spawner() as self._handlers:
                     task_status.started()
                     await self._dispatch_forever()
         finally:
@@ -187,9 +188,9 @@ class LoopEndpoint(Communicator):
                     n = 0
                     await anyio.lowlevel.checkpoint()  # fairness: let other tasks run
 
-    def _start(self, fn: Any, *args: Any) -> None:
+    def _start(self, fn: Any, *args: Any) -> ChildScope:
         assert self._handlers is not None
-        self._handlers.start_soon(fn, *args)
+        return self._handlers.start_soon(fn, *args)
 
     @abc.abstractmethod
     def _run_item(self, item: Any) -> None:
@@ -241,31 +242,30 @@ class LoopEndpoint(Communicator):
             self._task_failed(item, exc)
             return
         if _isawaitable(result):
-            self._start(self._await_task, result, item)
+            # the handler's scope, known before it runs: a removal may cancel it at once
+            self._task_scopes[item] = self._start(self._await_task, result, item)
         else:
             self._task_done(item, result)
 
     async def _await_task(self, awaitable: Awaitable[Any], item: Any) -> None:
+        # Runs inside its own cancel scope (``_task_scopes[item]``, see ``_handle_task``).
         # Cancellation means the consumer was removed or we are closing; either way the task
         # was put back in its queue, so a cancelled handler reports nothing.
-        if not self._task_live(item):
-            # removed between the call and this task's first step: don't start the work
-            close = getattr(awaitable, "close", None)
-            if close is not None:
-                close()
-            return
-        scope = anyio.CancelScope()
-        self._task_scopes[item] = scope
         try:
-            with scope:
-                try:
-                    value = await awaitable
-                except TaskRejected:
-                    self._task_rejected(item)
-                except Exception as exc:
-                    self._task_failed(item, exc)
-                else:
-                    self._task_done(item, value)
+            if not self._task_live(item):
+                # removed between the call and this task's first step: don't start the work
+                close = getattr(awaitable, "close", None)
+                if close is not None:
+                    close()
+                return
+            try:
+                value = await awaitable
+            except TaskRejected:
+                self._task_rejected(item)
+            except Exception as exc:
+                self._task_failed(item, exc)
+            else:
+                self._task_done(item, value)
         finally:
             del self._task_scopes[item]
 
