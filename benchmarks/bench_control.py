@@ -21,6 +21,10 @@ Cases (ours: one :class:`~corelib.Worker` thread per backend, the client a plain
 Our broker runs unencoded (like kiwipy's LocalCommunicator) unless ``--strict``; the ratios use
 the same mode. ``--quick`` makes a smoke run; ``--json PATH`` keeps the figures.
 
+After the cases it measures floors (:mod:`benchmarks._floors`): work a launch or a status
+RPC cannot avoid, each timed alone, and prints each local goal's per-call budget (from
+plumpy's rate in the same run) against the sum of the floors it needs.
+
 When RabbitMQ answers (``$PLUMIO_AMQP_URL``, default 127.0.0.1), the same cases then run on it,
 ours against plumpy on kiwipy's ``RmqThreadCommunicator`` (see :mod:`benchmarks._control_amqp`);
 ``--no-amqp`` skips them.
@@ -46,7 +50,7 @@ from broker import BlockingCommunicator, LoopCommunicator, MemoryBroker
 from corelib._controller import BlockingProcessController, ProcessController
 from corelib._worker import Worker
 
-from . import _control_amqp
+from . import _control_amqp, _floors
 from ._control_models import Double, Waiter
 
 try:
@@ -98,8 +102,14 @@ class Ours:
             samples.append(time.perf_counter() - s)
         elapsed = time.perf_counter() - t0
         p50, p99 = _percentiles(samples)
+        t0 = time.perf_counter()
+        futures = [self.ctl.status_future(pid) for _ in range(n)]
+        done, _ = cf.wait(futures, TIMEOUT)
+        flight = n / (time.perf_counter() - t0)
+        assert len(done) == n
+        assert all(f.result()["pid"] == pid for f in futures)
         self.ctl.kill(pid)
-        return {"p50_us": p50 * 1e6, "p99_us": p99 * 1e6, "per_s": n / elapsed}
+        return {"p50_us": p50 * 1e6, "p99_us": p99 * 1e6, "per_s": n / elapsed, "flight": flight}
 
     def status_async(self, n: int) -> dict[str, float]:
         """Status RPCs from an asyncio loop on this thread (the worker's is another thread)."""
@@ -253,8 +263,13 @@ class Plumpy:
             samples.append(time.perf_counter() - s)
         elapsed = time.perf_counter() - t0
         p50, p99 = _percentiles(samples)
+        t0 = time.perf_counter()
+        futures = [self.ctl.get_status(str(proc.pid)) for _ in range(n)]
+        for future in futures:
+            self._wait(future)
+        flight = n / (time.perf_counter() - t0)
         self._wait(self.ctl.kill_process(str(proc.pid)))
-        return {"p50_us": p50 * 1e6, "p99_us": p99 * 1e6, "per_s": n / elapsed}
+        return {"p50_us": p50 * 1e6, "p99_us": p99 * 1e6, "per_s": n / elapsed, "flight": flight}
 
     def pause_play(self, n: int) -> dict[str, float]:
         (proc,) = self.waiters(1)
@@ -352,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
             key = f"{waiting} waiting{' (gc frozen)' if freeze else ''}"
             scaling[key] = ours_scaling("asyncio", args.strict, waiting, flight_scaling, freeze)
     results["scaling"] = scaling
+    results["floors"] = _floors.measure(quick=args.quick)
     _report(results, waiting_big)
     if not args.no_amqp:
         problem = _control_amqp.rabbitmq_problem()
@@ -374,6 +390,7 @@ def _report(results: dict[str, Any], waiting_big: int) -> None:
         ("status RPC p50 (us)", "status", "p50_us", False),
         ("status RPC p99 (us)", "status", "p99_us", False),
         ("status RPCs/s", "status", "per_s", True),
+        ("status x all in flight /s", "status", "flight", True),
         ("pause+play pairs/s", "pause_play", "per_s", True),
         ("pause_all x1000 (ms)", "pause_all", "ms", False),
         ("launch 1-by-1 /s", "launch", "seq_per_s", True),
@@ -406,6 +423,45 @@ def _report(results: dict[str, Any], waiting_big: int) -> None:
             f"  {waiting_big} vs 250 waiting{suffix}: {big / small:.2f}x the rate "
             f"(goal: >= 0.70x)\n"
         )
+    _report_floors(results, out)
+
+
+def _report_floors(results: dict[str, Any], out: Any) -> None:
+    """The local goals' per-call budgets against floors measured in this run."""
+    floors = results["floors"]
+    out.write("\nfloors measured in this run (us per call; see benchmarks/_floors.py):\n")
+    for key, value in floors.items():
+        out.write(f"  {key:<28}{value:>8.1f}\n")
+    if "plumpy" not in results:
+        return
+    plumpy_side = results["plumpy"]
+    launch_flight = floors["attached_process_us"] + floors["task_rtt_us"]
+    launch_seq = launch_flight + floors["thread_rtt_p50_us"]
+    status_floor = floors["status_reply_us"]
+    budgets = [
+        (
+            "launch x1000, 10x plumpy",
+            1e6 / (10 * plumpy_side["launch"]["flight_per_s"]),
+            launch_flight,
+            "attached process + task round trip",
+        ),
+        (
+            "launch 1-by-1, 10x plumpy",
+            1e6 / (10 * plumpy_side["launch"]["seq_per_s"]),
+            launch_seq,
+            "the same + thread round trip",
+        ),
+        (
+            "status, 5x plumpy's rate",
+            1e6 / (5 * max(plumpy_side["status"]["per_s"], plumpy_side["status"]["flight"])),
+            status_floor,
+            "status reply + thread-safe future",
+        ),
+    ]
+    out.write(f"\n{'goal':<28}{'budget us':>10}{'floor us':>10}  floor = ...\n")
+    for label, budget, floor, what in budgets:
+        verdict = "within reach" if floor < budget else "out of reach (budget < floor)"
+        out.write(f"{label:<28}{budget:>10.1f}{floor:>10.1f}  {what}: {verdict}\n")
 
 
 if __name__ == "__main__":
