@@ -18,7 +18,7 @@ from broker import (
     TaskRejected,
     UnroutableError,
 )
-from corelib import ControlOutcome, InMemoryPersister, ProcessState, Runner
+from corelib import ControlOutcome, InMemoryPersister, Process, ProcessState, Runner
 from corelib._control import ProcessControl, RemoteProcess, control_of, status_of, to_plain
 from corelib._controller import ProcessController, continue_body, launch_body
 from corelib._launcher import ProcessLauncher
@@ -158,6 +158,33 @@ async def test_control_broadcasts_reach_every_process(env: Env) -> None:
             await process.wait()
     assert {p.state for p in processes} == {ProcessState.KILLED}
     assert env.control.statistics().broadcast_requests == 3
+
+
+class Shielded(Process):
+    """Its step waits for :attr:`release` in a shielded scope: a graceful kill waits for it."""
+
+    started: anyio.Event
+    release: anyio.Event
+
+    async def run(self) -> None:
+        with anyio.CancelScope(shield=True):
+            type(self).started.set()
+            await type(self).release.wait()
+
+
+async def test_a_forced_kill_broadcast_ends_a_step_at_once(env: Env) -> None:
+    """plumpy ignores ``force_kill`` in a kill broadcast; we honour it, as in the RPC."""
+    Shielded.started, Shielded.release = anyio.Event(), anyio.Event()
+    process = env.control.submit(Shielded)
+    with anyio.fail_after(BOUND):
+        await env.control.subscribed(process)
+        await Shielded.started.wait()
+        await env.controller.kill_all("stop")  # graceful: the step goes on
+        assert (await env.controller.status(process.pid))["state"] == "running"
+        await env.controller.kill_all("now", force=True)
+        await process.wait()
+    assert process.state is ProcessState.KILLED
+    Shielded.release.set()  # the abandoned step may end now
 
 
 async def test_children_submitted_by_a_step_are_attached(env: Env) -> None:
