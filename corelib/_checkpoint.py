@@ -24,6 +24,11 @@ and there is no pickle or YAML fallback. Types are matched exactly (a subclass o
 type, an ``IntEnum`` member, a ``dict`` subclass are all refused unless registered themselves),
 so a value always comes back with the type it was saved with.
 
+The ``json`` module is the reference implementation. When orjson is installed (a dependency),
+checkpoints holding only JSON data are written and read by it instead, several times faster;
+the JSON is the same except for the spelling of floats below ``1e-4`` (see the orjson section
+below), and anything orjson would write or read differently takes the ``json`` path.
+
 Errors
 ------
 Everything raised here derives from :class:`CheckpointError` (itself a
@@ -47,6 +52,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, final
 
 import attrs
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - a dependency; the json paths below stand alone
+    orjson = None  # type: ignore[assignment]
 
 from ._errors import ProcessError
 from ._exit_code import ExitCode
@@ -301,8 +311,10 @@ class Checkpoint:
         if problem is not None:
             raise CorruptCheckpointError(problem, pid=pid)
         exit_code = data.get("exit_code")
-        if exit_code is None and type(data) is dict and len(data) == len(_KNOWN_KEYS):
-            return cls(**data)  # every field present (what the codec reads): same as below
+        if exit_code is None and type(data) is dict:
+            # (what the codec reads) the shape is checked, so every key is a field; a missing
+            # one takes the same default as below
+            return cls(**data)
         return cls(
             version=data["version"],
             pid=pid,
@@ -619,6 +631,12 @@ class CheckpointCodec:
             # from_dict restores these defaults; leaving them out keeps checkpoints small
             if data[key] == empty and type(data[key]) is type(empty):
                 del data[key]
+        if _orjson_enabled[0]:
+            try:
+                if _orjson_ready(data):
+                    return orjson.dumps(data, default=_orjson_default)
+            except (TypeError, OverflowError, RecursionError):
+                pass  # an int beyond 64 bits, a lone surrogate, deep nesting: see below
         text = self._encode_fast(data)
         if text is None:
             plain = {key: self._to_plain(value, key) for key, value in data.items()}
@@ -667,6 +685,20 @@ class CheckpointCodec:
                 registered decoder failed, or the checkpoint's shape is wrong.
             CheckpointVersionError: the checkpoint comes from a newer plumio.
         """
+        if (
+            _orjson_enabled[0]
+            and type(data) is bytes
+            and b'"!type"' not in data
+            and b"\\u" not in data
+            and _LONG_DIGITS not in data.translate(_DIGIT_MAP)
+        ):
+            # No tag can be in it (see below), and no integer orjson would read as a float.
+            try:
+                plain = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass  # the general path below gives the same result, or the error
+            else:
+                return Checkpoint.from_dict(plain)
         try:
             text = data.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError as exc:
@@ -894,6 +926,76 @@ def _json_native(value: Any) -> bool:
     return True
 
 
+# -- orjson: the same JSON, written and read in C ----------------------------------------------
+#
+# orjson writes the JSON the codec writes when the tree holds only what JSON holds: exact
+# ``dict`` (``str`` keys, not the reserved one), ``list``, ``str``, ``int``, ``bool``, ``None``
+# and *finite* ``float`` (orjson writes NaN as ``null``), plus ``AttributesFrozenDict``, which it
+# hands to ``default`` (the built-in tag, as the ``json`` paths write it). It refuses any key
+# that is not exactly a ``str`` (the codec's ``json`` path then tags that dict). Anything else it
+# would write differently (a tuple as a list, a UUID or an enum member by value, a subclass as its
+# base) or not at all, so :func:`_orjson_ready` must vouch for the whole tree first. What it
+# can't check cheaply orjson refuses itself (an int beyond 64 bits, a lone surrogate, deep
+# nesting), and the codec then takes its ``json`` path. The one difference in the output:
+# floats with ``0 < abs(x) < 1e-4`` are spelled without an exponent or its leading zero
+# (``0.00001``, ``1e-7`` where ``json`` writes ``1e-05``, ``1e-07``); they read back the same.
+#
+# Reading: orjson parses what ``json`` parses, to the same values, except that it refuses a few
+# things ``json`` accepts (``NaN``, ``Infinity``, a number too large for a double, a lone
+# surrogate, nesting past 1024 levels: the ``json`` path then reads them, or gives its error),
+# and reads an integer beyond 64 bits as a float (never taken: no run of 19 digits).
+
+#: Off only in tests, to compare with the ``json`` paths (and if orjson is missing).
+_orjson_enabled: list[bool] = [orjson is not None]
+
+_ORJSON_SCALARS: Final = frozenset({str, int, bool, type(None)})
+_ORJSON_TYPES: Final = _ORJSON_SCALARS | {float, dict, list, AttributesFrozenDict}
+_NUMBERS: Final = frozenset({int, float, bool})
+_LONG_DIGITS: Final = b"0" * 19  # shorter integers fit in 64 bits
+_DIGIT_MAP: Final = bytes(48 if 48 <= byte < 58 else 32 for byte in range(256))
+
+
+def _orjson_ready(value: Any) -> bool:
+    """Whether orjson, with :func:`_orjson_default`, writes ``value`` as the codec does (or
+    refuses it).
+
+    Per container, one C-level type census of its values; a container of numbers is checked
+    for finiteness with one ``sum`` (an overflow to infinity only gives a false "no").
+    """
+    kind = type(value)
+    if kind is dict:
+        if TYPE_KEY in value:
+            return False
+        items: Any = value.values()  # (orjson refuses keys that are not exactly str)
+    elif kind is list:
+        items = value
+    elif kind is float:
+        return math.isfinite(value)
+    elif kind is AttributesFrozenDict:
+        return _orjson_ready(value._data)
+    else:
+        return kind in _ORJSON_SCALARS
+    types = set(map(type, items))
+    if types <= _ORJSON_SCALARS:
+        return True
+    if types <= _NUMBERS:
+        return math.isfinite(sum(items))
+    if not types <= _ORJSON_TYPES:
+        return False
+    for item in items:  # (a plain loop: no generator frame per container)
+        # (an empty container and a zero float are fine: skipped at once)
+        if item and type(item) not in _ORJSON_SCALARS and not _orjson_ready(item):
+            return False
+    return True
+
+
+def _orjson_default(value: Any) -> Any:
+    """orjson's hook: only frozen mappings get here (see :func:`_orjson_ready`)."""
+    if type(value) is AttributesFrozenDict:
+        return {TYPE_KEY: "frozendict", "value": value._data}
+    raise TypeError(f"unexpected {type(value).__name__}")  # pragma: no cover
+
+
 # -- copying without JSON ----------------------------------------------------------------------
 #
 # A *snapshot* is ``decode(encode(checkpoint))`` for the common case, taken as a deep copy, plus
@@ -917,6 +1019,7 @@ _FLAT: Final = frozenset({str, float, bool, type(None)})  # immutable, always wr
 _STR_OR_NONE: Final = frozenset({str, type(None)})
 
 _Plan = tuple[tuple[Any, "_Plan"], ...] | None
+_SNAP_TYPES: Final = _SCALARS | {dict, list, tuple, AttributesFrozenDict}
 
 
 class _NotNative(Exception):
@@ -924,10 +1027,15 @@ class _NotNative(Exception):
 
 
 _int_bound: list[int] = [0, 0]  # [digit limit, 10**limit], cached
+# The digit limit is 0 (none) or at least 640 (``sys.set_int_max_str_digits`` refuses less),
+# so an int of at most 639 digits can always be written.
+_SAFE_INT: Final = 10**639
 
 
 def _int_ok(value: int) -> bool:
     """Whether ``json`` can write the int ``value`` (and read it back)."""
+    if -_SAFE_INT < value < _SAFE_INT:
+        return True
     limit = sys.get_int_max_str_digits()
     if not limit:
         return True
@@ -941,7 +1049,8 @@ def _ints_ok(values: Any, types: set[type]) -> bool:
     if int not in types:
         return True
     ints = values if len(types) == 1 else [value for value in values if type(value) is int]
-    return _int_ok(max(ints)) and _int_ok(min(ints))
+    high, low = max(ints), min(ints)
+    return (high < _SAFE_INT and low > -_SAFE_INT) or (_int_ok(high) and _int_ok(low))
 
 
 def _snap(value: Any) -> tuple[Any, _Plan]:
@@ -953,44 +1062,38 @@ def _snap(value: Any) -> tuple[Any, _Plan]:
             return {}, None
         if TYPE_KEY in value or set(map(type, value)) != _STR:
             raise _NotNative
-        values: Any = value.values()
-        types = set(map(type, values))
-        if types <= _SCALARS:
-            if not _ints_ok(values, types):
-                raise _NotNative
-            return value.copy(), None  # one C call: nothing in it needs copying
-        copy = {}
-        plan = []
-        for key, item in value.items():
-            item_kind = type(item)
-            if item_kind in _FLAT or (item_kind is int and _int_ok(item)):
-                copy[key] = item
-            else:
-                copy[key], item_plan = _snap(item)
-                plan.append((key, item_plan))
-        return copy, tuple(plan)
-    if kind is list or kind is tuple:
-        types = set(map(type, value))
-        if types <= _SCALARS:
-            if not _ints_ok(value, types):
-                raise _NotNative
-            return (value.copy() if kind is list else value), None
-        items = []
-        plan = []
-        for index, item in enumerate(value):
-            item_kind = type(item)
-            if item_kind in _FLAT or (item_kind is int and _int_ok(item)):
-                items.append(item)
-            else:
-                item_copy, item_plan = _snap(item)
-                items.append(item_copy)
-                plan.append((index, item_plan))
-        return (items if kind is list else tuple(items)), tuple(plan)
-    if kind is AttributesFrozenDict:
-        data, plan = _snap(value._data)
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind is AttributesFrozenDict:
+        data, data_plan = _snap(value._data)
         # as decoding builds it (nested dicts frozen too: same keys, so the plan still fits)
-        return _decode_frozendict(data), plan
-    raise _NotNative
+        return _decode_frozendict(data), data_plan
+    else:
+        raise _NotNative
+    types = set(map(type, items))
+    if types <= _SCALARS:
+        if int in types and not _ints_ok(items, types):
+            raise _NotNative
+        return (value if kind is tuple else value.copy()), None  # one C call: nothing to copy
+    if not types <= _SNAP_TYPES:
+        raise _NotNative
+    copy: Any = value.copy() if kind is dict else list(value)  # then its containers replaced
+    plan: list[tuple[Any, _Plan]] = []
+    for key, item in value.items() if kind is dict else enumerate(value):
+        item_kind = type(item)
+        if item_kind in _FLAT:
+            continue
+        if item_kind is int:
+            if not _int_ok(item):
+                raise _NotNative
+            continue
+        if not item and (item_kind is dict or item_kind is list):
+            copy[key], item_plan = item.copy(), None  # empty: its copy is its round trip
+        else:
+            copy[key], item_plan = _snap(item)
+        plan.append((key, item_plan))
+    return (tuple(copy) if kind is tuple else copy), tuple(plan)
 
 
 def _thaw(value: Any, plan: _Plan) -> Any:
@@ -1008,7 +1111,12 @@ def _thaw(value: Any, plan: _Plan) -> Any:
         copy = value.copy()
     if plan is not None:
         for key, item_plan in plan:
-            copy[key] = _thaw(copy[key], item_plan)
+            item = copy[key]
+            item_kind = type(item)
+            if item_plan is None and (item_kind is dict or item_kind is list):
+                copy[key] = item.copy()  # holds no container
+            else:
+                copy[key] = _thaw(item, item_plan)
     return tuple(copy) if kind is tuple else copy
 
 
@@ -1080,7 +1188,7 @@ def _take_snapshot(checkpoint: Checkpoint) -> _Snapshot | None:
     return _Snapshot(copy, plans + tuple(plan for _, plan in awaiting))
 
 
-_INT_SET: Final = {int}
+_INT_SET: Final[set[type]] = {int}
 
 
 def _restore(snapshot: _Snapshot) -> Checkpoint:

@@ -51,6 +51,7 @@ from ._states import (
     StateData,
     Waiting,
 )
+from ._workchain import AttributesDict
 
 if TYPE_CHECKING:
     from ._persisters import Persister
@@ -126,6 +127,38 @@ def _awaiting(process: Process) -> list[dict[str, Any]]:
     return out
 
 
+def _thawed(frozen: AttributesFrozenDict) -> dict[str, Any]:
+    """``frozen.to_dict()``: the mapping levels copied, the leaves shared.
+
+    Faster for the usual values: a level holding no mapping is copied in one C call.
+    """
+    data = frozen._data
+    types = set(map(type, data.values()))
+    if types <= _NOT_MAPPINGS:
+        return data.copy()
+    if types <= _NOT_MAPPINGS_OR_FROZEN:
+        return {
+            key: _thawed(value) if type(value) is AttributesFrozenDict else value
+            for key, value in data.items()
+        }
+    return frozen.to_dict()
+
+
+# class -> (module, qualname, identifier): class_identifier checks the name with a regular
+# expression and records the module under a lock, once per class is enough (the entry is
+# used only while the class still has that module and qualname).
+_class_ids: dict[type, tuple[str, str, str]] = {}
+
+
+def _class_id(cls: type) -> str:
+    known = _class_ids.get(cls)
+    if known is not None and known[0] == cls.__module__ and known[1] == cls.__qualname__:
+        return known[2]
+    identifier = class_identifier(cls)
+    _class_ids[cls] = (cls.__module__, cls.__qualname__, identifier)
+    return identifier
+
+
 def checkpoint_of(process: Process) -> Checkpoint:
     """A checkpoint of ``process`` as it is now (between steps).
 
@@ -138,16 +171,21 @@ def checkpoint_of(process: Process) -> Checkpoint:
         raise NotCheckpointableError(f"process {process.pid} is in the middle of a step")
     machine = process._machine
     ctx = getattr(process, "ctx", None)
+    if ctx is not None:
+        ctx = ctx._data.copy() if type(ctx) is AttributesDict else dict(ctx)
     cursor = getattr(process, "_cursor", None)
+    inputs = process.inputs
+    outputs = process.outputs
     return Checkpoint(
         pid=process.pid,
-        process_class=class_identifier(type(process)),
+        process_class=_class_id(type(process)),
         state=machine.state.value,
         state_data=_state_data(machine.data),
         paused=machine.paused,
-        inputs=process.inputs.to_dict(),  # plain: load_process validates (and freezes) again
-        outputs=process.outputs.to_dict(),
-        ctx=None if ctx is None else dict(ctx),
+        # plain: load_process validates (and freezes) again
+        inputs=_thawed(inputs) if type(inputs) is AttributesFrozenDict else inputs.to_dict(),
+        outputs=_thawed(outputs) if type(outputs) is AttributesFrozenDict else outputs.to_dict(),
+        ctx=ctx,
         cursor=None if cursor is None else tuple(cursor),
         awaiting=tuple(_awaiting(process)),
         exit_code=process.exit_code,
@@ -237,6 +275,7 @@ def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -
 
 # Types that are never a mapping: a dict holding only these needs no conversion below it.
 _NOT_MAPPINGS: Final = frozenset({str, int, float, bool, type(None), list, tuple})
+_NOT_MAPPINGS_OR_FROZEN: Final = _NOT_MAPPINGS | {AttributesFrozenDict}
 
 
 def _plain(value: Any) -> Any:

@@ -95,6 +95,8 @@ def _sorted(keys: Iterable[PersistedCheckpoint]) -> list[PersistedCheckpoint]:
 def _check_pid(pid: str) -> None:
     if not isinstance(pid, str) or not pid:
         raise ValueError(f"pid must be a non-empty string, got {pid!r}")
+    if pid.isascii():
+        return
     try:
         pid.encode("utf-8")
     except UnicodeEncodeError:
@@ -107,6 +109,8 @@ def _check_key(pid: str, tag: str | None) -> None:
         return
     if not isinstance(tag, str) or not tag:
         raise ValueError(f"tag must be a non-empty string or None, got {tag!r}")
+    if tag.isascii():
+        return
     try:
         tag.encode("utf-8")
     except UnicodeEncodeError:
@@ -260,8 +264,14 @@ class InMemoryPersister(Persister):
         pid = checkpoint.pid
         _check_key(pid, tag)
         # the snapshot is taken at the call; the codec's error if it couldn't write it
-        data = _take_snapshot(checkpoint)
-        await self._store(pid, tag, self._codec.encode(checkpoint) if data is None else data)
+        data: _Snapshot | bytes | None = _take_snapshot(checkpoint)
+        if data is None:
+            data = self._codec.encode(checkpoint)
+        await anyio.lowlevel.checkpoint()  # (_enter, inlined: this is the hot path)
+        if self._closed:
+            raise _closed_error(self)
+        with self._lock:
+            self._checkpoints.setdefault(pid, {})[tag] = data
 
     async def save_encoded(self, pid: str, tag: str | None, data: bytes) -> None:
         _check_key(pid, tag)
@@ -274,7 +284,9 @@ class InMemoryPersister(Persister):
 
     async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:
         _check_key(pid, tag)
-        await self._enter()
+        await anyio.lowlevel.checkpoint()  # (_enter, inlined: this is the hot path)
+        if self._closed:
+            raise _closed_error(self)
         with self._lock:
             data = self._checkpoints.get(pid, {}).get(tag)
         if data is None:
@@ -797,8 +809,11 @@ class SqlitePersister(Persister):
             time.sleep(min(delay, deadline - now))  # as SQLite's own busy handler does
             delay = min(2 * delay, 0.1)
 
-    def _call_inline(self, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        """Run ``operation`` here if that can't wait or ``fsync``; else ``_NOT_DONE``."""
+    def _call_inline(self, sql: str, parameters: tuple[Any, ...], write: bool) -> Any:
+        """Run one statement here if that can't wait or ``fsync``; else ``_NOT_DONE``.
+
+        Returns ``None`` for a write, the first row (or ``None``) for a read.
+        """
         if not self._lock.acquire(blocking=False):
             return _NOT_DONE  # another thread is using the connection
         try:
@@ -808,14 +823,15 @@ class SqlitePersister(Persister):
             if connection is None or (write and self._writes + 1 >= WAL_CHECKPOINT_WRITES):
                 return _NOT_DONE  # connecting, or a log checkpoint due: in a worker thread
             try:
-                result = operation(connection)
+                cursor = connection.execute(sql, parameters)
+                if not write:
+                    return cursor.fetchone()
             except sqlite3.OperationalError as exc:
                 if _is_busy(exc):
                     return _NOT_DONE  # another connection's lock: wait in a worker thread
                 raise
-            if write:
-                self._writes += 1
-            return result
+            self._writes += 1
+            return None
         finally:
             self._lock.release()
 
@@ -824,16 +840,20 @@ class SqlitePersister(Persister):
             raise _closed_error(self)
         return await anyio.to_thread.run_sync(self._call, operation, write)
 
-    async def _run_small(
-        self, operation: Callable[[sqlite3.Connection], T], *, write: bool = False
-    ) -> T:
-        """:meth:`_run`, inline when not durable (see the class docstring)."""
+    async def _run_small(self, sql: str, parameters: tuple[Any, ...], *, write: bool) -> Any:
+        """One statement (a save's upsert, a load's select) as :meth:`_run` would run it,
+        inline when not durable (see the class docstring)."""
         if not self._durable:
             # Still a checkpoint: cancellation is checked before the call, never during it.
             await anyio.lowlevel.checkpoint()
-            result = self._call_inline(operation, write)
+            result = self._call_inline(sql, parameters, write)
             if result is not _NOT_DONE:
                 return result
+
+        def operation(connection: sqlite3.Connection) -> Any:
+            cursor = connection.execute(sql, parameters)
+            return None if write else cursor.fetchone()
+
         return await self._run(operation, write=write)
 
     @property
@@ -841,29 +861,24 @@ class SqlitePersister(Persister):
         return self._codec
 
     async def save_checkpoint(self, checkpoint: Checkpoint, tag: str | None = None) -> None:
-        _check_key(checkpoint.pid, tag)
-        await self.save_encoded(checkpoint.pid, tag, self._codec.encode(checkpoint))
+        pid = checkpoint.pid
+        _check_key(pid, tag)
+        await self._save(pid, tag, self._codec.encode(checkpoint))
 
     async def save_encoded(self, pid: str, tag: str | None, data: bytes) -> None:
         _check_key(pid, tag)
+        await self._save(pid, tag, data)
+
+    async def _save(self, pid: str, tag: str | None, data: bytes) -> None:
         row = (pid, _NO_TAG if tag is None else tag, data)
-
-        def upsert(connection: sqlite3.Connection) -> None:
-            connection.execute(_UPSERT, row)
-
         if len(data) <= INLINE_IO_BYTES:
-            await self._run_small(upsert, write=True)
+            await self._run_small(_UPSERT, row, write=True)
         else:
-            await self._run(upsert, write=True)
+            await self._run(lambda connection: connection.execute(_UPSERT, row), write=True)
 
     async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:
         _check_key(pid, tag)
-        key = (pid, _NO_TAG if tag is None else tag)
-
-        def select(connection: sqlite3.Connection) -> Any:
-            return connection.execute(_SELECT, key).fetchone()
-
-        row = await self._run_small(select)
+        row = await self._run_small(_SELECT, (pid, _NO_TAG if tag is None else tag), write=False)
         if row is None:
             raise CheckpointNotFoundError(pid, tag)
         return _decode(self._codec, row[0], pid, tag)

@@ -3,7 +3,8 @@
 The codec writes JSON-native trees with one C-level ``json`` call (after a pre-scan), decodes
 untagged text without a per-object hook, adopts freshly decoded dicts as frozen mappings and
 checks shapes with exact type tests first. Each of these is compared here with the general
-path it short-cuts, byte for byte and type for type.
+path it short-cuts, byte for byte and type for type. These are the ``json`` paths: the module
+runs with the codec's orjson paths off (``test_checkpoint_orjson.py`` compares those with these).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 import sys
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from corelib._checkpoint import (
     _decode_frozendict,
     _dumps,
     _json_native,
+    _orjson_enabled,
     _shape_ok,
     _shape_problem,
 )
@@ -49,6 +52,15 @@ from ._checkpoint_helpers import (
     rich_checkpoint,
     user_codec,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _json_paths_only() -> Iterator[None]:
+    _orjson_enabled[0] = False
+    try:
+        yield
+    finally:
+        _orjson_enabled[0] = True
 
 
 def slow_encode(codec: CheckpointCodec, checkpoint: Checkpoint) -> bytes:
