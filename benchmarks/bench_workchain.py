@@ -10,6 +10,10 @@ Side by side in one run (the machine is shared and noisy, so read the ratios):
   (empty context; what these rows measured before the set-up was fixed to match this text).
   The same checkpoint is saved again and again: each save replaces the previous one.
 
+After the table, the floors under the checkpoint goal (:mod:`benchmarks._checkpoint_floors`):
+the work one save + load cannot avoid, timed alone, summed per persister against the budget
+that 10x plumpy's rate in the same run leaves.
+
 plumpy runs the same cases when it is importable (asyncio only; its checkpoints are a
 ``Bundle`` kept in memory, or pickled to a folder by its ``PicklePersister``).
 
@@ -64,6 +68,8 @@ from corelib import (
     load_process,
     while_,
 )
+
+from . import _checkpoint_floors
 
 STEPS = 10
 
@@ -400,6 +406,14 @@ def main() -> None:
         print(f"{key + ' per checkpoint':<34} {a[key]:>12,.0f} {t[key]:>12,.0f} {pcol} {ratio}")
     if p is None:
         print("plumpy is not importable: plumpy columns skipped")
+        return
+    floors = _checkpoint_floors.measure(args.checkpoints, MidSize, MID_INPUTS)
+    print("\nfloors measured in this run (us per save + load; see benchmarks/_checkpoint_floors.py)")
+    for key, value in floors.items():
+        print(f"  {key:<26}{value:>8.1f}")
+    print(f"\n{'10x plumpy, per pair':<22}{'budget us':>10}{'floor us':>10}  floor = ...")
+    for kind, budget, floor, what in _checkpoint_floors.budgets(floors, p):
+        print(f"{kind:<22}{budget:>10}{floor:>10}  {what}")
 
 
 if __name__ == "__main__":
