@@ -22,7 +22,8 @@ then. Then:
   cancelled.
 
 An outer cancellation reaches the children when it makes the block exit (the block is
-cancelled at its next checkpoint), not before.
+cancelled at its next checkpoint), or at once if the block has already ended (and now waits
+for them), as in a task group.
 """
 
 from __future__ import annotations
@@ -118,20 +119,37 @@ class Spawner:
             self._wake.set()
 
     async def _supervise(self, *, task_status: TaskStatus[None]) -> None:
-        """Wait (shielded) until the block has ended and no child is left; raise the first
-        failure of a child. Shielded: children may start until then, and cancelling them is
-        the block's exit's decision (``_abort``), or a failing child's."""
+        """Own the children until the block has ended and none is left; then raise the
+        first failure of a child, if any.
+
+        While the block runs the wait is shielded: children may be started until it ends,
+        and cancelling them is the decision of the block's exit (``_abort``) or of a failing
+        child. Once the block has ended, an outer cancellation cancels the children.
+        """
         try:
             with anyio.CancelScope(shield=True):
                 task_status.started()
-                while not (self._closing and not self._count):
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
+                while not self._closing:
+                    await self._wait()
+            try:
+                while self._count:
+                    await self._wait()
+            except anyio.get_cancelled_exc_class():
+                self._abort()
+                with anyio.CancelScope(shield=True):
+                    while self._count:
+                        await self._wait()
+                if not self._errors:
+                    raise
         finally:
             self._wake = None
             self._closed = True
         if self._errors:
             raise self._errors[0]
+
+    async def _wait(self) -> None:
+        self._wake = anyio.Event()
+        await self._wake.wait()
 
 
 @final

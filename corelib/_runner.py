@@ -27,12 +27,14 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar, final
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup, TaskStatus
+
+from broker._spawn import Spawner, open_spawner
 
 from ._errors import ProcessStateError, RunnerNotRunningError
 from ._listener import ProcessListener
@@ -77,7 +79,8 @@ class Runner:
         "_pump_wake",
         "_pumping",
         "_ready",
-        "_tg",
+        "_spawner",
+        "_spawner_cm",
     )
 
     def __init__(
@@ -95,7 +98,10 @@ class Runner:
             if persister is None or checkpoint_policy is CheckpointPolicy.NEVER
             else Checkpointer(persister, self._spawn, checkpoint_policy)
         )
-        self._tg: TaskGroup | None = None
+        # the owner of every task the runner starts (drivers, the pump, checkpoint writers):
+        # native child tasks, much cheaper to start than an anyio task group's
+        self._spawner: Spawner | None = None
+        self._spawner_cm: AbstractAsyncContextManager[Spawner] | None = None
         self._processes: dict[str, Process] = {}
         # the pump: its queue, whether it runs, and the event it idles on (if it does)
         self._ready: deque[Process] = deque()
@@ -106,15 +112,15 @@ class Runner:
         self._inline = 0
 
     def __repr__(self) -> str:
-        status = "running" if self._tg is not None else "not running"
+        status = "running" if self._spawner is not None else "not running"
         return f"<Runner {status}, {len(self._processes)} processes>"
 
     async def __aenter__(self) -> Runner:
-        if self._tg is not None:
+        if self._spawner is not None:
             raise RuntimeError("runner is already running")
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
+        cm = open_spawner()
+        self._spawner = await cm.__aenter__()
+        self._spawner_cm = cm
         return self
 
     async def __aexit__(
@@ -123,14 +129,14 @@ class Runner:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> bool | None:
-        tg = self._tg
-        assert tg is not None
+        cm = self._spawner_cm
+        assert cm is not None
         try:
             if exc_val is None and self._inline and not self._pumping:
                 # A task outside the block still runs a process inline (``run``): keep the task
                 # group open (the pump idles) until it is done with it.
                 self._start_pump()
-            return await tg.__aexit__(exc_type, exc_val, exc_tb)
+            return await cm.__aexit__(exc_type, exc_val, exc_tb)
         except BaseExceptionGroup as group:
             # Process drivers never raise, so a group holding only the block's own exception
             # is unwrapped: callers see what their code raised.
@@ -138,12 +144,13 @@ class Runner:
                 raise exc_val from None
             raise
         finally:
-            self._tg = None
+            self._spawner = None
+            self._spawner_cm = None
 
     @property
     def running(self) -> bool:
         """Whether the runner is inside its ``async with`` block."""
-        return self._tg is not None
+        return self._spawner is not None
 
     @property
     def processes(self) -> Mapping[str, Process]:
@@ -162,12 +169,12 @@ class Runner:
         except KeyError:
             raise KeyError(f"no process {pid!r} in this runner") from None
 
-    def _require_tg(self) -> TaskGroup:
-        if self._tg is None:
+    def _require_tg(self) -> Spawner:
+        if self._spawner is None:
             raise RunnerNotRunningError("runner is not running; use 'async with Runner()'")
-        return self._tg
+        return self._spawner
 
-    def _register(self, process: Process) -> TaskGroup:
+    def _register(self, process: Process) -> Spawner:
         tg = self._require_tg()
         process._check_not_launched()
         if process.pid in self._processes:
@@ -268,7 +275,9 @@ class Runner:
         returns only once that task is running."""
         process = process_class(inputs, pid=pid, listeners=listeners)
         tg = self._register(process)
-        await tg.start(_drive_started, process, name=f"process {process.pid}")
+        started = anyio.Event()
+        tg.start_soon(_drive_started, process, started, name=f"process {process.pid}")
+        await started.wait()
         return process
 
     async def run(
@@ -427,10 +436,8 @@ class Runner:
                 process.kill(_CANCELLED, force=True)
 
 
-async def _drive_started(
-    process: Process, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    task_status.started()
+async def _drive_started(process: Process, started: anyio.Event) -> None:
+    started.set()
     await process._drive()
 
 

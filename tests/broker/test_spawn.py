@@ -190,3 +190,51 @@ async def test_children_started_while_cancelling_start_cancelled() -> None:
             await anyio.lowlevel.checkpoint()
     assert outer.cancelled_caught
     assert ran == ["started"]
+
+
+async def test_a_cancellation_while_the_block_waits_for_children_cancels_them() -> None:
+    """The block ends normally after an outer cancel (no checkpoint in between)."""
+    finished: list[str] = []
+    started = anyio.Event()
+
+    async def child() -> None:
+        try:
+            started.set()
+            await anyio.sleep_forever()
+        finally:
+            finished.append("child")
+
+    with anyio.CancelScope() as outer:
+        async with open_spawner() as spawner:
+            spawner.start_soon(child)
+            await started.wait()
+            outer.cancel()  # and the block ends here, without a checkpoint
+    assert outer.cancelled_caught
+    assert finished == ["child"]
+
+
+async def test_a_child_failing_after_the_block_ended() -> None:
+    gate = anyio.Event()
+    cancelled: list[str] = []
+
+    async def failing() -> None:
+        await gate.wait()
+        raise Boom("late")
+
+    async def sibling() -> None:
+        try:
+            gate.set()
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append("sibling")
+            raise
+
+    async def run() -> None:
+        async with open_spawner() as spawner:
+            spawner.start_soon(failing)
+            spawner.start_soon(sibling)
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        await run()
+    assert [type(leaf) for leaf in _leaves(info.value)] == [Boom]
+    assert cancelled == ["sibling"]
