@@ -10,16 +10,19 @@ to these figures.
   the bare cross-thread round trip of a blocking client, median of sequential calls.
 - ``process_us``: a trivial process (``Double``) created, validated and run to FINISHED by a
   :class:`~corelib.Runner`, 1,000 at a time, no communicator.
-- ``attached_process_us``: the same through :meth:`~corelib.ProcessControl.submit` on a
-  communicator of the same loop: what the issue requires of every launched process (an RPC
-  subscription under its pid before it runs, a ``state_changed`` broadcast per move, the
-  unsubscription), still without a task queue or another thread.
+- ``binding_us``: the bare communicator calls the issue requires for every launched process,
+  with no process at all: an RPC subscription under its pid, three ``state_changed``
+  broadcasts (created, running, finished; nobody listens), the unsubscription.
+- ``attached_process_us`` (for scale, not summed): a trivial process through
+  :meth:`~corelib.ProcessControl.submit` on a communicator of the same loop, binding included,
+  still without a task queue or another thread.
 - ``task_rtt_us``: a task with an empty body sent from a plain thread to a synchronous task
   subscriber on a worker loop thread and acknowledged back, 1,000 outstanding: the task-queue
   transport alone, per task.
-- ``status_reply_us``: building one status reply (:func:`~corelib.status_of`, the fields
-  plumpy's status returns) plus creating, resolving and reading the thread-safe future a
-  blocking caller waits on, with no transport at all.
+- ``status_of_us``: building one status reply (:func:`~corelib.status_of`, the fields
+  plumpy's status returns);
+- ``future_us``: creating, resolving and reading the thread-safe future a blocking caller
+  waits on (one per call), with no transport at all.
 """
 
 from __future__ import annotations
@@ -80,13 +83,13 @@ def thread_rtt_p50_us(n: int) -> float:
 
 
 async def _processes(n: int, attached: bool) -> float:
+    if not attached:
+        start = time.perf_counter()
+        async with Runner() as runner:  # the block ends once every process has
+            for i in range(n):
+                runner.submit(Double, {"x": i})
+        return (time.perf_counter() - start) / n * 1e6
     async with Runner() as runner:
-        if not attached:
-            start = time.perf_counter()
-            processes = [runner.submit(Double, {"x": i}) for i in range(n)]
-            for process in processes:
-                await process.wait()
-            return (time.perf_counter() - start) / n * 1e6
         broker = MemoryBroker()
         async with LoopCommunicator(broker) as comm, ProcessControl(runner, comm) as control:
             start = time.perf_counter()
@@ -141,7 +144,7 @@ def task_rtt_us(n: int) -> float:
         thread.join(TIMEOUT)
 
 
-async def _status_reply(n: int) -> float:
+async def _status_of(n: int) -> float:
     async with Runner() as runner:
         process = runner.submit(Waiter)
         while process.state.value != "waiting":
@@ -150,17 +153,59 @@ async def _status_reply(n: int) -> float:
         for _ in range(3):
             start = time.perf_counter()
             for _ in range(n):
-                future: cf.Future[Any] = cf.Future()
-                future.set_result(status_of(process))
-                future.result()
+                status_of(process)
             best = min(best, (time.perf_counter() - start) / n * 1e6)
         process.kill()
         return best
 
 
-def status_reply_us(n: int) -> float:
-    """µs to build a status reply and pass it through a thread-safe future (best of three)."""
-    return anyio.run(_status_reply, n)
+def status_of_us(n: int) -> float:
+    """µs to build a status reply (best of three)."""
+    return anyio.run(_status_of, n)
+
+
+def future_us(n: int) -> float:
+    """µs to create, resolve and read a ``concurrent.futures.Future`` (best of three)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for i in range(n):
+            future: cf.Future[int] = cf.Future()
+            future.set_result(i)
+            future.result()
+        best = min(best, (time.perf_counter() - start) / n * 1e6)
+    return best
+
+
+async def _binding(n: int) -> float:
+    def subscriber(_comm: Any, _msg: Any) -> None:
+        return None
+
+    broker = MemoryBroker()
+    async with LoopCommunicator(broker) as comm:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for i in range(n):
+                pid = f"p{i}"
+                await comm.add_rpc_subscriber(subscriber, pid)
+                for subject in _MOVES:
+                    comm.broadcast_send_nowait(None, sender=pid, subject=subject)
+                await comm.remove_rpc_subscriber(pid)
+            best = min(best, (time.perf_counter() - start) / n * 1e6)
+        return best
+
+
+_MOVES = (
+    "state_changed.None.created",
+    "state_changed.created.running",
+    "state_changed.running.finished",
+)
+
+
+def binding_us(n: int) -> float:
+    """µs of the bare communicator calls a launched process needs (best of three)."""
+    return anyio.run(_binding, n)
 
 
 def measure(quick: bool = False) -> dict[str, float]:
@@ -169,6 +214,8 @@ def measure(quick: bool = False) -> dict[str, float]:
         "thread_rtt_p50_us": thread_rtt_p50_us(n * 2),
         "process_us": process_us(n, attached=False),
         "attached_process_us": process_us(n, attached=True),
+        "binding_us": binding_us(n),
         "task_rtt_us": task_rtt_us(n),
-        "status_reply_us": status_reply_us(n * 10),
+        "status_of_us": status_of_us(n * 10),
+        "future_us": future_us(n * 10),
     }

@@ -435,15 +435,15 @@ def _report_floors(results: dict[str, Any], out: Any) -> None:
     if "plumpy" not in results:
         return
     plumpy_side = results["plumpy"]
-    launch_flight = floors["attached_process_us"] + floors["task_rtt_us"]
+    launch_flight = floors["process_us"] + floors["binding_us"] + floors["task_rtt_us"]
     launch_seq = launch_flight + floors["thread_rtt_p50_us"]
-    status_floor = floors["status_reply_us"]
+    status_floor = floors["status_of_us"] + floors["future_us"]
     budgets = [
         (
             "launch x1000, 10x plumpy",
             1e6 / (10 * plumpy_side["launch"]["flight_per_s"]),
             launch_flight,
-            "attached process + task round trip",
+            "process + binding + task round trip",
         ),
         (
             "launch 1-by-1, 10x plumpy",
@@ -455,7 +455,7 @@ def _report_floors(results: dict[str, Any], out: Any) -> None:
             "status, 5x plumpy's rate",
             1e6 / (5 * max(plumpy_side["status"]["per_s"], plumpy_side["status"]["flight"])),
             status_floor,
-            "status reply + thread-safe future",
+            "status_of + thread-safe future",
         ),
     ]
     out.write(f"\n{'goal':<28}{'budget us':>10}{'floor us':>10}  floor = ...\n")

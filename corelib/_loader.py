@@ -61,6 +61,21 @@ def class_identifier(cls: type) -> str:
     return f"{module}:{qualname}"
 
 
+# class -> (module, qualname, identifier): class_identifier checks the name with a regular
+# expression and records the module under a lock, once per class is enough (the entry is
+# used only while the class still has that module and qualname).
+_class_ids: dict[type, tuple[str, str, str]] = {}
+
+
+def _class_id(cls: type) -> str:
+    known = _class_ids.get(cls)
+    if known is not None and known[0] == cls.__module__ and known[1] == cls.__qualname__:
+        return known[2]
+    identifier = class_identifier(cls)
+    _class_ids[cls] = (cls.__module__, cls.__qualname__, identifier)
+    return identifier
+
+
 def _under(module: str, prefix: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 

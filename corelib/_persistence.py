@@ -38,7 +38,7 @@ import attrs
 from ._checkpoint import Checkpoint, CheckpointError, CorruptCheckpointError
 from ._frozen import AttributesFrozenDict
 from ._listener import ProcessListener
-from ._loader import ClassLoader, class_identifier
+from ._loader import ClassLoader, _class_id
 from ._ports import PortValidationError
 from ._process import Process
 from ._states import (
@@ -142,21 +142,6 @@ def _thawed(frozen: AttributesFrozenDict) -> dict[str, Any]:
             for key, value in data.items()
         }
     return frozen.to_dict()
-
-
-# class -> (module, qualname, identifier): class_identifier checks the name with a regular
-# expression and records the module under a lock, once per class is enough (the entry is
-# used only while the class still has that module and qualname).
-_class_ids: dict[type, tuple[str, str, str]] = {}
-
-
-def _class_id(cls: type) -> str:
-    known = _class_ids.get(cls)
-    if known is not None and known[0] == cls.__module__ and known[1] == cls.__qualname__:
-        return known[2]
-    identifier = class_identifier(cls)
-    _class_ids[cls] = (cls.__module__, cls.__qualname__, identifier)
-    return identifier
 
 
 def checkpoint_of(process: Process) -> Checkpoint:
