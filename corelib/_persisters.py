@@ -92,15 +92,20 @@ def _sorted(keys: Iterable[PersistedCheckpoint]) -> list[PersistedCheckpoint]:
     return sorted(keys, key=lambda key: (key.pid, key.tag is not None, key.tag or ""))
 
 
+def _check_text(what: str, value: str) -> None:
+    """``value`` (already a non-empty ``str``) must be encodable: no lone surrogates."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {value!r} is not valid unicode") from None
+
+
 def _check_pid(pid: str) -> None:
     if not isinstance(pid, str) or not pid:
         raise ValueError(f"pid must be a non-empty string, got {pid!r}")
-    if pid.isascii():
-        return
-    try:
-        pid.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"pid {pid!r} is not valid unicode") from None
+    _check_text("pid", pid)
 
 
 def _check_key(pid: str, tag: str | None) -> None:
@@ -109,12 +114,7 @@ def _check_key(pid: str, tag: str | None) -> None:
         return
     if not isinstance(tag, str) or not tag:
         raise ValueError(f"tag must be a non-empty string or None, got {tag!r}")
-    if tag.isascii():
-        return
-    try:
-        tag.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"tag {tag!r} is not valid unicode") from None
+    _check_text("tag", tag)
 
 
 def _decode(codec: CheckpointCodec, data: object, pid: str, tag: str | None) -> Checkpoint:
