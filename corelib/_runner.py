@@ -1,21 +1,23 @@
-"""The runner: owns the task group in which processes run, plus ``run``/``run_sync``.
+"""The runner: owns the tasks in which processes run, plus ``run``/``run_sync``.
 
-Every process runs inside a runner's task group (or, for :meth:`Runner.run`, in the task that
-awaits it); nothing is fire-and-forget. The runner's tasks are:
+Every process runs inside a task the runner owns (or, for :meth:`Runner.run`, in the task that
+awaits it); nothing is fire-and-forget. The runner's tasks are children of a spawner
+(``broker._spawn``: native tasks, owned and cancelled as a task group's are, much cheaper to
+start). They are:
 
 * the **pump**, a single task that advances every queued process round-robin, one step
   boundary per turn, and yields to the loop after each round of turns (at most
   ``_TURNS_PER_ROUND`` of them; see the theory of operation in ``_process.py``). Processes
   made of sync steps never need a task of their own. The pump also stays alive, idle, while
   processes are *parked* (blocked on ``play`` or ``resume``, holding no task), so that the
-  task group cannot exit under them;
+  runner cannot exit under them;
 * one task per process while it runs an ``async`` step (and the steps after it, until it
   parks or terminates), and for :meth:`Runner.start`;
 * one watcher task per process waiting on an awaitable.
 
 Leaving the runner's ``async with`` block waits until every process it runs has terminated
 (kill them, e.g. with :meth:`Runner.kill_all`, to leave early). If the block is cancelled or
-raises, the task group cancels its tasks: each process is then KILLED with the message
+raises, its tasks are cancelled: each process is then KILLED with the message
 ``"killed by cancellation"`` (by the pump for queued and parked processes, by its own task
 otherwise) so that nobody awaiting it hangs.
 """
@@ -57,7 +59,7 @@ _TURNS_PER_ROUND: Final = 64
 
 @final
 class Runner:
-    """Runs processes in one task group, on the current event loop.
+    """Runs processes in tasks it owns, on the current event loop.
 
     Use it as ``async with Runner() as runner:``; inside the block submit processes with
     :meth:`submit` (sync, returns at once), :meth:`start` (async, returns once the process's
@@ -169,13 +171,13 @@ class Runner:
         except KeyError:
             raise KeyError(f"no process {pid!r} in this runner") from None
 
-    def _require_tg(self) -> Spawner:
+    def _require_spawner(self) -> Spawner:
         if self._spawner is None:
             raise RunnerNotRunningError("runner is not running; use 'async with Runner()'")
         return self._spawner
 
     def _register(self, process: Process) -> Spawner:
-        tg = self._require_tg()
+        spawner = self._require_spawner()
         process._check_not_launched()
         if process.pid in self._processes:
             raise ProcessStateError(f"a process with pid {process.pid!r} already runs here")
@@ -191,7 +193,7 @@ class Runner:
             process.add_process_listener(checkpointer)
             if checkpointer.policy is CheckpointPolicy.EVERY_TRANSITION:
                 checkpointer.take(process)  # as launched: created, or as loaded
-        return tg
+        return spawner
 
     def add_launch_hook(self, hook: Callable[[Process], object]) -> None:
         """Call ``hook(process)`` for every process launched here from now on, before its
@@ -225,7 +227,7 @@ class Runner:
             ProcessStateError: the runner has no persister.
             CheckpointNotFoundError: no checkpoint of ``pid``.
         """
-        self._require_tg()
+        self._require_spawner()
         if self._persister is None:
             raise ProcessStateError("runner has no persister to continue processes from")
         return await continue_process(self, self._persister, pid, tag=tag, loader=self._loader)
@@ -249,7 +251,7 @@ class Runner:
             RunnerNotRunningError: called outside the runner's ``async with`` block.
             PortValidationError: the inputs do not match the spec.
         """
-        self._require_tg()
+        self._require_spawner()
         return self.launch(process_class(inputs, pid=pid, listeners=listeners))
 
     def launch(self, process: _P) -> _P:
@@ -274,9 +276,9 @@ class Runner:
         """Like :meth:`submit`, but the process gets a driver task of its own, and this
         returns only once that task is running."""
         process = process_class(inputs, pid=pid, listeners=listeners)
-        tg = self._register(process)
+        spawner = self._register(process)
         started = anyio.Event()
-        tg.start_soon(_drive_started, process, started, name=f"process {process.pid}")
+        spawner.start_soon(_drive_started, process, started, name=f"process {process.pid}")
         await started.wait()
         return process
 
@@ -312,7 +314,7 @@ class Runner:
         pid: str | None,
         listeners: Iterable[ProcessListener],
     ) -> Process:
-        self._require_tg()
+        self._require_spawner()
         process = process_class(inputs, pid=pid, listeners=listeners)
         self._register(process)
         self._inline += 1
@@ -338,7 +340,7 @@ class Runner:
     # -- driving (called by processes) -----------------------------------------------------------
 
     def _spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None:
-        self._require_tg().start_soon(fn, *args, name=name)
+        self._require_spawner().start_soon(fn, *args, name=name)
 
     def _enqueue(self, process: Process) -> None:
         """Queue a process (whose driver the pump now is) for the pump."""
@@ -349,7 +351,7 @@ class Runner:
             self._start_pump()
 
     def _park(self, process: Process) -> None:
-        """A process was let go of while blocked; keep the task group open for it."""
+        """A process was let go of while blocked; keep the runner open for it."""
         self._parked += 1
         if not self._pumping:
             self._start_pump()
@@ -376,14 +378,14 @@ class Runner:
             self._pump_wake.set()
 
     def _start_pump(self) -> None:
-        tg = self._require_tg()
+        spawner = self._require_spawner()
         self._pumping = True
-        tg.start_soon(self._pump, name=f"pump of {self!r}")
+        spawner.start_soon(self._pump, name=f"pump of {self!r}")
 
     async def _pump(self) -> None:
         """Advance the queued processes round-robin; idle while any process is parked."""
         ready = self._ready
-        tg = self._require_tg()
+        spawner = self._require_spawner()
         try:
             while True:
                 while ready:
@@ -404,7 +406,8 @@ class Runner:
                             process._let_go()
                         else:
                             # An async step: a task drives the process from now on.
-                            tg.start_soon(process._drive, advanced, name=f"process {process.pid}")
+                            name = f"process {process.pid}"
+                            spawner.start_soon(process._drive, advanced, name=name)
                     await anyio.lowlevel.checkpoint()
                 if not (self._parked or self._inline):
                     return
