@@ -62,7 +62,7 @@ from broker import BroadcastFilter, Communicator, UnknownSubscriberError, Unrout
 from ._errors import ProcessExceptedError, ProcessKilledError, ProcessStateError
 from ._exit_code import ExitCode
 from ._listener import ProcessListener
-from ._loader import _class_id
+from ._loader import class_identifier
 from ._process import ControlHandle, ControlOutcome, Process
 from ._runner import Runner
 from ._states import Excepted, Finished, Killed, ProcessState
@@ -157,19 +157,18 @@ def status_of(process: Process) -> dict[str, Any]:
     """
     cls = type(process)
     try:
-        identifier = _class_id(cls)
+        identifier = class_identifier(cls)
     except Exception:
         identifier = cls.__qualname__
-    machine = process._machine
-    state = machine.state
+    state = process.state
     status: dict[str, Any] = {
         "pid": process.pid,
         "process_class": identifier,
         "state": state.value,
-        "paused": machine.paused,
+        "paused": process.paused,
         "stepping": process._stepping,
         "process_string": f"<{cls.__name__}> (ProcessState.{state.name})",
-        "ctime": machine.first_move_time,
+        "ctime": process.ctime,
     }
     if state.terminal:
         status["outcome"] = outcome_of(process)

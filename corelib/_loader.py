@@ -38,6 +38,10 @@ _DOTTED_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9
 # Modules of the classes class_identifier() has named in this interpreter (the default policy).
 _identified_lock = threading.Lock()
 _identified_modules: set[str] = set()
+# class -> (module, qualname, identifier) of the classes named so far: checkpoints and status
+# replies name the same few classes again and again (an entry counts only while the class
+# keeps that module and qualname).
+_class_ids: dict[type, tuple[str, str, str]] = {}
 
 
 def class_identifier(cls: type) -> str:
@@ -51,6 +55,9 @@ def class_identifier(cls: type) -> str:
             ``<locals>``): such a class can't be found again by name.
     """
     module, qualname = cls.__module__, cls.__qualname__
+    known = _class_ids.get(cls)
+    if known is not None and known[0] == module and known[1] == qualname:
+        return known[2]  # checked and recorded before, under this very name
     if not _DOTTED_NAME.match(qualname):
         raise CheckpointEncodeError(
             f"can't identify class {qualname!r}: a class defined inside a function"
@@ -58,21 +65,8 @@ def class_identifier(cls: type) -> str:
         )
     with _identified_lock:
         _identified_modules.add(module)
-    return f"{module}:{qualname}"
-
-
-# class -> (module, qualname, identifier): class_identifier checks the name with a regular
-# expression and records the module under a lock, once per class is enough (the entry is
-# used only while the class still has that module and qualname).
-_class_ids: dict[type, tuple[str, str, str]] = {}
-
-
-def _class_id(cls: type) -> str:
-    known = _class_ids.get(cls)
-    if known is not None and known[0] == cls.__module__ and known[1] == cls.__qualname__:
-        return known[2]
-    identifier = class_identifier(cls)
-    _class_ids[cls] = (cls.__module__, cls.__qualname__, identifier)
+    identifier = f"{module}:{qualname}"
+    _class_ids[cls] = (module, qualname, identifier)
     return identifier
 
 

@@ -38,7 +38,7 @@ import attrs
 from ._checkpoint import Checkpoint, CheckpointError, CorruptCheckpointError
 from ._frozen import AttributesFrozenDict
 from ._listener import ProcessListener
-from ._loader import ClassLoader, _class_id
+from ._loader import ClassLoader, class_identifier
 from ._ports import PortValidationError
 from ._process import Process
 from ._states import (
@@ -163,7 +163,7 @@ def checkpoint_of(process: Process) -> Checkpoint:
     outputs = process.outputs
     return Checkpoint(
         pid=process.pid,
-        process_class=_class_id(type(process)),
+        process_class=class_identifier(type(process)),
         state=machine.state.value,
         state_data=_state_data(machine.data),
         paused=machine.paused,

@@ -29,7 +29,8 @@ from corelib._checkpoint import (
     _orjson_enabled,
     _orjson_ready,
 )
-from corelib._persistence import _class_id, _thawed, checkpoint_of
+from corelib._loader import class_identifier
+from corelib._persistence import _thawed, checkpoint_of
 
 from ._checkpoint_helpers import assert_same_checkpoint, checkpoints, plain_values, user_codec
 from .test_checkpoint_fastpaths import native_checkpoints
@@ -341,15 +342,15 @@ class Named:
 
 
 def test_class_ids_follow_a_renamed_class() -> None:
-    assert _class_id(Named) == f"{__name__}:Named"
-    assert _class_id(Named) == f"{__name__}:Named"  # cached
+    assert class_identifier(Named) == f"{__name__}:Named"
+    assert class_identifier(Named) == f"{__name__}:Named"  # cached
     original = Named.__qualname__
     Named.__qualname__ = "Renamed"
     try:
-        assert _class_id(Named) == f"{__name__}:Renamed"
+        assert class_identifier(Named) == f"{__name__}:Renamed"
     finally:
         Named.__qualname__ = original
-    assert _class_id(Named) == f"{__name__}:Named"
+    assert class_identifier(Named) == f"{__name__}:Named"
 
     def local() -> type:
         class Local:
@@ -358,7 +359,7 @@ def test_class_ids_follow_a_renamed_class() -> None:
         return Local
 
     with pytest.raises(CheckpointEncodeError, match="defined inside a function"):
-        _class_id(local())
+        class_identifier(local())
 
 
 async def test_checkpoint_of_shares_no_level_with_the_process() -> None:
