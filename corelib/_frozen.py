@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NoReturn, final
+from typing import Any, Final, NoReturn, final
 
 __all__ = ["AttributesFrozenDict", "freeze", "thaw"]
 
@@ -20,6 +20,11 @@ def freeze(value: Any) -> Any:
     if isinstance(value, dict):
         return AttributesFrozenDict(value)
     return value
+
+
+# Exact types that are never a mapping (nor hold one at this level): a level of only these
+# needs no conversion below it.
+_NOT_MAPPINGS: Final = frozenset({str, int, float, bool, type(None), list, tuple})
 
 
 def thaw(value: Any) -> Any:
@@ -103,4 +108,16 @@ class AttributesFrozenDict(Mapping[str, Any]):
 
         Only the mapping levels are copied; the leaf values are the same objects.
         """
-        return {key: thaw(value) for key, value in self._data.items()}
+        data = self._data
+        types = set(map(type, data.values()))
+        if types <= _NOT_MAPPINGS:  # the usual leaf level: one C-level copy
+            return data.copy()
+        if types <= _NOT_MAPPINGS_OR_FROZEN:
+            return {
+                key: value.to_dict() if type(value) is AttributesFrozenDict else value
+                for key, value in data.items()
+            }
+        return {key: thaw(value) for key, value in data.items()}
+
+
+_NOT_MAPPINGS_OR_FROZEN: Final = _NOT_MAPPINGS | {AttributesFrozenDict}
