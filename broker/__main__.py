@@ -7,8 +7,10 @@ It prints what each message did and on which thread it ran.
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -67,8 +69,29 @@ def _backends() -> tuple[str, str]:
     return ("asyncio", "trio")
 
 
-def main() -> None:
-    """Run the demo and print what happened."""
+_DESCRIPTION = """\
+A small cross-thread demo of plumio's in-memory broker. Three threads share one MemoryBroker:
+an asyncio worker, a trio worker (a second asyncio one when trio is not installed) and the main
+thread, which runs no event loop and talks through a BlockingCommunicator. It sends RPCs,
+tasks and broadcasts, and prints what each message did and on which thread it ran, in well
+under a second. It takes no options."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the demo and print what happened; ``--help`` says what it does, without running it.
+
+    ``argv`` defaults to ``sys.argv[1:]``; ``--help`` and unknown arguments exit (status 0 and 2).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python3 -m broker",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+    _demo()
+
+
+def _demo() -> None:
     broker = MemoryBroker(strict=True)
     backends = _backends()
     stop = threading.Event()

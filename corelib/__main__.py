@@ -1,4 +1,4 @@
-"""``python -m corelib [simulate ...]``: the ``plumio`` command line (default: simulate)."""
+"""``python3 -m corelib``: the ``plumio`` command line (same usage, commands and exit statuses)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,4 @@ import sys
 from ._cli import main
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
-        args = ["simulate", *args]
-    sys.exit(main(args))
+    sys.exit(main())
