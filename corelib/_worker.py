@@ -43,6 +43,7 @@ from ._controller import BlockingProcessController
 from ._launcher import ProcessLauncher
 from ._loader import ClassLoader
 from ._persisters import Persister
+from ._process import Process
 from ._runner import Runner
 
 __all__ = ["Worker", "WorkerStatistics", "LocalCluster", "ClusterStatistics"]
@@ -251,6 +252,17 @@ class Worker:
         self.stop()
 
     # -- observing --------------------------------------------------------------------------
+
+    def processes(self) -> tuple[Process, ...]:
+        """The processes it runs that are not terminal yet (empty when it does not run).
+
+        Read from another thread this is a snapshot that may be a step behind; read their
+        :meth:`~corelib.Process.statistics` to see where each one stands.
+        """
+        runner = self._runner
+        if runner is None:
+            return ()
+        return tuple(runner.processes.values())  # one C-level copy: safe against the writer
 
     def statistics(self) -> WorkerStatistics:
         """A snapshot (read from another thread: the counts are approximate while it runs)."""
