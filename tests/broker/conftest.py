@@ -2,7 +2,9 @@
 
 Each ``comm_kind`` opens communicators that can talk to each other (same broker). Every test in
 ``test_conformance.py`` runs against each of them: the in-memory broker (plain and strict) and,
-when RabbitMQ answers on 127.0.0.1 (or ``$PLUMIO_AMQP_URL``), the AMQP adapter.
+when aio-pika is installed (the ``amqp`` extra) and RabbitMQ answers on 127.0.0.1 (or
+``$PLUMIO_AMQP_URL``), the AMQP adapter. Otherwise the AMQP cases skip, and the reason says which
+of the two is missing (``broker.amqp_problem``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ _amqp_problem: list[str] = []  # filled once per session: "" (answers) or why no
 
 
 def amqp_unavailable() -> str:
-    """Why no AMQP broker can be used ("" if one answers). Checked once per session."""
+    """Why no AMQP broker can be used ("" if one can): aio-pika missing, no server answering, or
+    both. Checked once per session."""
     if not _amqp_problem:
         _amqp_problem.append(_probe_amqp())
     return _amqp_problem[0]
@@ -34,7 +37,7 @@ def _probe_amqp() -> str:
 
 
 def require_amqp() -> None:
-    """Skip the calling test with a clear reason unless RabbitMQ answers."""
+    """Skip the calling test, saying what is missing, unless aio-pika and RabbitMQ are there."""
     problem = amqp_unavailable()
     if problem:
         pytest.skip(problem)
@@ -76,6 +79,6 @@ def make_amqp(namespace: str, **kwargs: Any) -> AmqpCommunicator:
 
 @pytest.fixture
 def namespace() -> str:
-    """A fresh AMQP namespace; skips the test when no RabbitMQ answers."""
+    """A fresh AMQP namespace; skips the test (see ``require_amqp``) when AMQP can't be used."""
     require_amqp()
     return amqp_namespace()
