@@ -183,7 +183,12 @@ class ForbiddenClassError(CheckpointError):
     """Raised when a checkpoint names a class outside the loader's allowed modules.
 
     Nothing was imported. Either the checkpoint is hostile, or the loader's
-    ``allowed_prefixes`` must be extended to cover the module.
+    ``allowed_prefixes`` must be extended to cover the module: the message names the allowed
+    prefixes and the loader to pass (``loader=ClassLoader(allowed_prefixes=(...))``, to
+    ``load_process``, ``continue_process``, ``Runner``, ``ProcessLauncher``, ``Worker`` or
+    ``LocalCluster``). A new interpreter's default loader allows only ``corelib`` and the
+    modules of classes it checkpointed or sent itself, not every module it imported. Also
+    raised when the class is not a subclass of the required base (e.g. ``Process``).
     """
 
 

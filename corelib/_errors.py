@@ -20,6 +20,7 @@ __all__ = [
     "ProcessExceptedError",
     "ProcessKilledError",
     "RunnerNotRunningError",
+    "LoopRunningError",
 ]
 
 
@@ -102,3 +103,23 @@ class ProcessKilledError(ProcessError):
 @final
 class RunnerNotRunningError(ProcessError):
     """Raised when a process is submitted to a runner outside its ``async with`` block."""
+
+
+@final
+class LoopRunningError(ProcessError, RuntimeError):
+    """Raised by ``run_sync`` when the calling thread already runs an event loop.
+
+    ``run_sync`` starts an event loop of its own, and a thread can't run two: the caller is in
+    async code and must ``await corelib.run(...)`` (or ``runner.run(...)``) instead. It is a
+    ``RuntimeError`` too, as anyio's own refusal is.
+
+    Args:
+        library: the name of the running event loop's library (``"asyncio"`` or ``"trio"``).
+    """
+
+    def __init__(self, library: str) -> None:
+        super().__init__(
+            f"run_sync can't be called from a thread that runs an event loop ({library});"
+            " in async code, use 'await corelib.run(...)' instead"
+        )
+        self.library = library

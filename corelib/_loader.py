@@ -10,7 +10,9 @@ The default policy (``allowed_prefixes=None``) allows plumio's own package (``co
 every module that :func:`class_identifier` has named in this interpreter: a process that was
 saved here can be reloaded here. A daemon that resumes checkpoints written by *other*
 interpreters must say where its process classes live, e.g.
-``ClassLoader(allowed_prefixes=("myapp.workflows",))``.
+``ClassLoader(allowed_prefixes=("myapp.workflows",))``, passed as ``loader=`` to
+``load_process``, ``continue_process``, ``Runner``, ``ProcessLauncher``, ``Worker`` or
+``LocalCluster`` (importing the module beforehand is not enough: importing is not trusting).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ T = TypeVar("T")
 
 #: Module prefixes the default loader always allows.
 DEFAULT_ALLOWED_PREFIXES: Final = ("corelib",)
+
+# Where a loader is passed (as ``loader=``), for the advice in ForbiddenClassError.
+_LOADER_TAKERS: Final = (
+    "load_process, continue_process, Runner, ProcessLauncher, Worker or LocalCluster"
+)
 
 _DOTTED_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -113,6 +120,28 @@ class ClassLoader:
         with _identified_lock:
             return module in _identified_modules
 
+    def _refusal(self, module: str) -> str:
+        """Why ``module`` is refused, and how to allow it (for :class:`ForbiddenClassError`)."""
+        if self.allowed_prefixes is None:
+            allowed = (
+                f"the default loader's: {', '.join(map(repr, DEFAULT_ALLOWED_PREFIXES))} and the"
+                " modules of classes this interpreter checkpointed or sent"
+            )
+            suggested: tuple[str, ...] = (module,)
+        else:
+            allowed = ", ".join(map(repr, self.allowed_prefixes)) or "none"
+            suggested = (*self.allowed_prefixes, module)
+        text = f"module {module!r} is outside the allowed prefixes ({allowed})"
+        if module == "__main__":
+            return (
+                f"{text}; a class defined in a script can't be found by name in another"
+                " interpreter: define it in an importable module"
+            )
+        return (
+            f"{text}; to allow it, pass loader=ClassLoader(allowed_prefixes={suggested!r})"
+            f" to {_LOADER_TAKERS}"
+        )
+
     @overload
     def load(self, identifier: str, *, pid: str | None = None) -> type[Any]: ...
     @overload
@@ -141,9 +170,7 @@ class ClassLoader:
         if not sep or not _DOTTED_NAME.match(module_name) or not _DOTTED_NAME.match(qualname):
             raise UnknownClassError(f"can't load {what}: not a 'module:qualname' identifier")
         if not self.is_allowed(module_name):
-            raise ForbiddenClassError(
-                f"{what} is not allowed: module {module_name!r} is outside the allowed prefixes"
-            )
+            raise ForbiddenClassError(f"{what} is not allowed: {self._refusal(module_name)}")
         obj: Any = sys.modules.get(module_name)
         if obj is None:
             obj = _import(module_name, what)

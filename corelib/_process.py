@@ -278,9 +278,12 @@ class Process:
       is called with the resume value (see :class:`~corelib._states.Wait`);
     * ``Kill(message)``: the process is killed.
 
-    An exception escaping a step ends the process in EXCEPTED. Outputs are emitted with
-    :meth:`out`; required outputs missing at a successful finish make it unsuccessful with exit
-    status :data:`MISSING_OUTPUTS_STATUS`.
+    An exception escaping a step ends the process in EXCEPTED (logged once, with its traceback,
+    at WARNING on the ``corelib.process`` logger); :meth:`wait` returns however the process
+    ended, and :meth:`result` then raises :class:`~corelib.ProcessExceptedError` or
+    :class:`~corelib.ProcessKilledError`. Outputs are emitted with :meth:`out`; required
+    outputs missing at a successful finish make it unsuccessful with exit status
+    :data:`MISSING_OUTPUTS_STATUS`.
 
     Hooks (``on_*`` methods) may be overridden; calling ``super()`` is good practice but not
     checked. An exception from a hook moves the process to EXCEPTED, except from the hooks of
@@ -565,7 +568,15 @@ class Process:
         raise ProcessNotFinishedError(f"process {self._pid} is {self.state.value}, not finished")
 
     async def wait(self) -> None:
-        """Wait until the process is in a terminal state."""
+        """Wait until the process is in a terminal state, however it ended; never raises.
+
+        A process that finished, excepted or was killed all end the wait alike (killing a
+        process and waiting for it to be gone is the common use). To get the outcome, call
+        :meth:`result` after it: it returns the result, or raises
+        :class:`~corelib.ProcessExceptedError` / :class:`~corelib.ProcessKilledError` (as
+        plumpy's ``future().result()`` raises). A process that excepts is also logged once,
+        with its traceback, at WARNING on the ``corelib.process`` logger.
+        """
         if self._machine.state.terminal:
             await anyio.lowlevel.checkpoint()
             return
@@ -857,6 +868,17 @@ class Process:
             return
         self._exception = exc
         self._transition(Fail.from_exception(exc))
+        if self._machine._state is _EXCEPTED and self._exception is exc:
+            # Once per excepted process (a hook may have ended it otherwise meanwhile), with
+            # the traceback: nobody may ever call result(), and wait() does not raise.
+            logger.warning(
+                "process %s (%s) excepted: %s: %s",
+                self._pid,
+                type(self).__qualname__,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
 
     def _entering_hook(self, event: Event) -> None:
         # The event classes are final, so comparing types is an isinstance check.

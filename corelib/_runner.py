@@ -24,9 +24,11 @@ otherwise) so that nobody awaiting it hangs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -38,7 +40,7 @@ import anyio.lowlevel
 
 from broker._spawn import Spawner, open_spawner
 
-from ._errors import ProcessStateError, RunnerNotRunningError
+from ._errors import LoopRunningError, ProcessStateError, RunnerNotRunningError
 from ._listener import ProcessListener
 from ._loader import ClassLoader
 from ._persistence import Checkpointer, CheckpointPolicy, continue_process
@@ -476,16 +478,40 @@ def run_sync(
 ) -> Any:
     """Run one process to the end from synchronous code (a script), on a new event loop.
 
-    Same result and errors as :func:`run`. Must not be called from inside a running loop.
+    Same result and errors as :func:`run`. In async code (a thread that runs an event loop,
+    e.g. a test or a step) ``await corelib.run(...)`` instead.
 
     Args:
         process_class: the process to run.
         inputs: its raw inputs.
         backend: ``"asyncio"`` or ``"trio"``.
         backend_options: passed to :func:`anyio.run`.
+
+    Raises:
+        LoopRunningError: the calling thread already runs an event loop (nothing was run).
+        PortValidationError: the inputs do not match the spec.
+        ProcessExceptedError: the process excepted (the original exception is chained).
+        ProcessKilledError: the process was killed.
     """
+    library = _running_loop_library()
+    if library is not None:
+        raise LoopRunningError(library)
     return anyio.run(
         functools.partial(run, process_class, inputs),
         backend=backend,
         backend_options=backend_options,
     )
+
+
+def _running_loop_library() -> str | None:
+    """The library of the event loop this thread runs (``"asyncio"``, ``"trio"``), if any."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return "asyncio"
+    trio = sys.modules.get("trio")  # a trio loop runs only if trio was imported
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return "trio"
+    return None
