@@ -29,6 +29,7 @@ from ._errors import ProcessKilledError as ProcessKilledError
 from ._errors import ProcessNotFinishedError as ProcessNotFinishedError
 from ._errors import ProcessStateError as ProcessStateError
 from ._errors import RunnerNotRunningError as RunnerNotRunningError
+from ._errors import LoopRunningError as LoopRunningError
 from ._listener import ProcessListener as ProcessListener
 from ._process import MISSING_OUTPUTS_STATUS as MISSING_OUTPUTS_STATUS
 from ._process import ControlHandle as ControlHandle

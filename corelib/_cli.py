@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import re
@@ -198,6 +199,12 @@ def _add_simulate_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="show no progress on stderr; the watchdog still reports (default: show it)",
     )
+    add(
+        "--log-failures",
+        action="store_true",
+        help="log each excepted process with its traceback on stderr (default: the summary "
+        "counts them by exception type, with one example each)",
+    )
 
 
 def _run_simulate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -215,7 +222,16 @@ def _run_simulate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         )
     except ValueError as exc:
         return _usage_error(parser, _config_error(exc))
-    result = simulate(config, progress=None if args.quiet else sys.stderr)
+    # The storm's kills make some WorkChains except (a killed child fails its parent): the
+    # summary reports them by type; their tracebacks only on request.
+    process_log = logging.getLogger("corelib.process")
+    level = process_log.level
+    if not args.log_failures:
+        process_log.setLevel(logging.ERROR)
+    try:
+        result = simulate(config, progress=None if args.quiet else sys.stderr)
+    finally:
+        process_log.setLevel(level)
     print(result.table())
     if args.json is not None:
         try:

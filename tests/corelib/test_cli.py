@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 import corelib._cli
 from corelib._cli import main, simulate_main
-from corelib._simulate import SimulationConfig
+from corelib._simulate import SimulationConfig, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -291,12 +292,13 @@ def test_simulate_help_shows_every_option_with_its_default(
             options[name] += line
     del options["-h"]
     config_options = {_option(f) for f in attrs.fields(SimulationConfig)}
-    assert set(options) == config_options | {"--json", "--quiet"}
+    assert set(options) == config_options | {"--json", "--quiet", "--log-failures"}
     default = SimulationConfig()
     for field in attrs.fields(SimulationConfig):
         assert f"(default: {getattr(default, field.name)})" in options[_option(field)]
     assert "(default: no JSON file)" in options["--json"]
     assert "(default: show it)" in options["--quiet"]
+    assert "(default: the summary counts them" in options["--log-failures"]
 
 
 @pytest.mark.usefixtures("wide")
@@ -396,3 +398,20 @@ def test_a_tiny_real_simulation_writes_its_json(
     assert summary["tasks_lost"] == 0
     assert summary["rpc_count"] == 0
     assert summary["timed_out"] is False
+
+
+@pytest.mark.parametrize("log_failures", [False, True])
+def test_excepted_processes_are_logged_only_with_log_failures(
+    log_failures: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[int] = []
+
+    def fake_simulate(config: Any, **_kw: Any) -> Any:
+        seen.append(logging.getLogger("corelib.process").getEffectiveLevel())
+        return simulate(attrs.evolve(config, workchains=1), **_kw)
+
+    monkeypatch.setattr(corelib._cli, "simulate", fake_simulate)
+    args = ["--workchains", "1", "--workers", "1", "--storm-threads", "0", "--quiet"]
+    assert simulate_main(args + (["--log-failures"] if log_failures else [])) == 0
+    assert (seen[0] <= logging.WARNING) is log_failures
+    assert logging.getLogger("corelib.process").level == logging.NOTSET  # restored
