@@ -14,19 +14,31 @@ Both speak plumpy's messages over any communicator:
 Control replies become :class:`~corelib.ControlOutcome`; status replies and launch results stay
 the JSON-safe dicts the process side made (see :func:`~corelib.status_of`,
 :func:`~corelib.outcome_of`).
+
+Failures. A launch, continue or execute task replies with the outcome dict of its process
+however it ended. ``execute`` (and every launch or continue given ``raise_on_failure=True``)
+raises instead when the process excepted or was killed, as plumpy's ``execute_process`` does:
+:class:`~corelib.ProcessExceptedError` or :class:`~corelib.ProcessKilledError`, with the outcome
+dict as the error's ``outcome`` attribute (see :func:`outcome_error`). A process that
+*finished* is never an error, whatever its exit status: in plumpy, exit codes are results. On
+success the call still returns the outcome dict (its ``pid`` is what ``continue_`` takes, its
+``outputs`` the results), so a flag changes how failures arrive, never the return value.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import math
 import os
 import random
-from collections.abc import Mapping
-from typing import Any, Final, final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar, final
 
 from broker import BlockingCommunicator, Communicator
 
 from ._control import RemoteProcess, to_plain
+from ._errors import ProcessExceptedError, ProcessKilledError
 from ._loader import class_identifier
 from ._process import ControlOutcome, Process
 
@@ -35,8 +47,11 @@ __all__ = [
     "BlockingProcessController",
     "launch_body",
     "continue_body",
+    "outcome_error",
     "TASK_TYPES",
 ]
+
+T = TypeVar("T")
 
 #: The task types a :class:`~corelib.ProcessLauncher` understands.
 TASK_TYPES: Final = frozenset({"launch", "continue", "execute"})
@@ -95,9 +110,100 @@ def _outcome(reply: Any) -> ControlOutcome:
     return ControlOutcome(bool(reply["done"]), str(reply["reason"]))
 
 
+def outcome_error(
+    outcome: Mapping[str, Any],
+) -> ProcessExceptedError | ProcessKilledError | None:
+    """The error plumpy raises for a process that ended as ``outcome`` says, or ``None``.
+
+    ``None`` for a FINISHED process, successful or not (a non-zero exit status is a result,
+    not a failure); :class:`~corelib.ProcessExceptedError` for an EXCEPTED one (the traceback
+    stays on the worker: its ``traceback`` is empty) and :class:`~corelib.ProcessKilledError`
+    for a KILLED one. The error carries ``outcome`` (a copy) as its ``outcome`` attribute.
+
+    Args:
+        outcome: an outcome dict, as :func:`~corelib.outcome_of` makes it.
+
+    Raises:
+        ValueError: ``outcome`` is not the outcome of a terminal process.
+    """
+    if not isinstance(outcome, Mapping):
+        raise ValueError(f"{outcome!r} is not the outcome of a terminal process")
+    state = outcome.get("state")
+    if state == "finished":
+        return None
+    pid = str(outcome.get("pid"))
+    error: ProcessExceptedError | ProcessKilledError
+    if state == "excepted":
+        type_name, _, message = str(outcome.get("exception", "")).partition(": ")
+        error = ProcessExceptedError(pid, type_name, message, "")
+    elif state == "killed":
+        text = outcome.get("message")
+        error = ProcessKilledError(pid, None if text is None else str(text))
+    else:
+        raise ValueError(f"{outcome!r} is not the outcome of a terminal process")
+    # the error classes declare no ``outcome`` field (yet): set it on the instance
+    error.outcome = dict(outcome)  # type: ignore[union-attr]
+    return error
+
+
+def _checked(outcome: Any) -> dict[str, Any]:
+    """``outcome`` if its process finished, else raise its :func:`outcome_error`."""
+    error = outcome_error(outcome)
+    if error is not None:
+        raise error
+    result: dict[str, Any] = outcome
+    return result
+
+
+def _check_wait(nowait: bool, raise_on_failure: bool) -> None:
+    if nowait and raise_on_failure:
+        raise ValueError(
+            "raise_on_failure=True needs the outcome; nowait=True replies with the pid"
+        )
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and (math.isnan(timeout) or timeout < 0):
+        raise ValueError(f"timeout must be None or seconds >= 0, got {timeout!r}")
+
+
+def _then(
+    source: concurrent.futures.Future[Any], convert: Callable[[Any], T]
+) -> concurrent.futures.Future[T]:
+    """A future of ``convert(source.result())`` (or of its exception); cancelling it cancels
+    ``source``, as far as ``source`` can still be cancelled."""
+    derived: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def forward(done: concurrent.futures.Future[Any]) -> None:
+        # on whichever thread completed ``source``; must not raise
+        if done.cancelled():
+            derived.cancel()
+            return
+        try:
+            value = convert(done.result())
+        except Exception as exc:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
+                derived.set_exception(exc)
+        else:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                derived.set_result(value)
+
+    def backward(done: concurrent.futures.Future[T]) -> None:
+        if done.cancelled():
+            source.cancel()
+
+    derived.add_done_callback(backward)
+    source.add_done_callback(forward)
+    return derived
+
+
 @final
 class ProcessController:
     """Sends control messages and launch tasks through a communicator (async API).
+
+    Bound a call with anyio's ``with anyio.fail_after(seconds):``; cancelling a call stops the
+    wait, not the process. There are no ``*_future`` twins here: to have a launch run while
+    you do something else, start the call in your task group, or use :meth:`launch_remote`.
 
     Args:
         communicator: any communicator; replies are awaited on the caller's loop.
@@ -164,6 +270,7 @@ class ProcessController:
         persist: bool = False,
         nowait: bool = False,
         pid: str | None = None,
+        raise_on_failure: bool = False,
     ) -> Any:
         """Have a worker launch a process.
 
@@ -172,27 +279,53 @@ class ProcessController:
             dict (see :func:`~corelib.outcome_of`) once it is terminal.
 
         Raises:
+            ProcessExceptedError: with ``raise_on_failure``, the process excepted.
+            ProcessKilledError: with ``raise_on_failure``, the process was killed.
             RemoteError: the launcher failed (e.g. the class is not allowed there).
+            ValueError: both ``nowait`` and ``raise_on_failure`` (a pid is no outcome).
         """
+        _check_wait(nowait, raise_on_failure)
         body = launch_body(process_class, inputs, persist=persist, nowait=nowait, pid=pid)
-        return await self._comm.task_send(body, queue=self._queue)
+        reply = await self._comm.task_send(body, queue=self._queue)
+        return _checked(reply) if raise_on_failure else reply
 
-    async def continue_(self, pid: str, tag: str | None = None, *, nowait: bool = False) -> Any:
-        """Have a worker continue process ``pid`` from its checkpoint; returns as
+    async def continue_(
+        self,
+        pid: str,
+        tag: str | None = None,
+        *,
+        nowait: bool = False,
+        raise_on_failure: bool = False,
+    ) -> Any:
+        """Have a worker continue process ``pid`` from its checkpoint; returns (and raises) as
         :meth:`launch` does (a terminal checkpoint returns its stored outcome)."""
+        _check_wait(nowait, raise_on_failure)
         body = continue_body(pid, tag, nowait=nowait)
-        return await self._comm.task_send(body, queue=self._queue)
+        reply = await self._comm.task_send(body, queue=self._queue)
+        return _checked(reply) if raise_on_failure else reply
 
     async def execute(
-        self, process_class: type[Process] | str, inputs: Mapping[str, Any] | None = None
+        self,
+        process_class: type[Process] | str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        raise_on_failure: bool = True,
     ) -> dict[str, Any]:
         """Launch with a checkpoint saved first, run to the end, return the outcome dict.
 
-        If the worker dies, another one continues the process from its checkpoint.
+        If the worker dies, another one continues the process from its checkpoint. Unlike
+        :meth:`launch`, a process that excepted or was killed raises by default, as plumpy's
+        ``execute_process`` does; ``raise_on_failure=False`` returns its outcome dict instead.
+
+        Raises:
+            ProcessExceptedError: the process excepted (its ``outcome`` attribute holds the
+                outcome dict).
+            ProcessKilledError: the process was killed (idem).
+            RemoteError: the launcher failed.
         """
         body = launch_body(process_class, inputs, persist=True, task="execute")
-        result: dict[str, Any] = await self._comm.task_send(body, queue=self._queue)
-        return result
+        reply = await self._comm.task_send(body, queue=self._queue)
+        return _checked(reply) if raise_on_failure else reply
 
     def launch_remote(
         self,
@@ -215,13 +348,24 @@ class ProcessController:
 class BlockingProcessController:
     """:class:`ProcessController` for threads without an event loop (scripts, CLIs).
 
-    Every method blocks until the reply (at most ``timeout`` seconds, then ``TimeoutError``);
-    the ``*_future`` methods return a :class:`concurrent.futures.Future` at once.
+    Every method that waits for a reply blocks for at most its ``timeout=`` seconds (by
+    default the controller's ``timeout``), then raises ``TimeoutError`` naming the call and
+    the pid; a timeout stops the wait, not the process (a launched process keeps running).
+    ``timeout=None`` means the default, as on :class:`~broker.BlockingCommunicator`; to wait
+    without a bound, call the ``*_future`` twin and ``.result()`` it. The broadcasts
+    (``*_all``) never wait. Each blocking method has a ``*_future`` twin that returns a
+    :class:`concurrent.futures.Future` at once (cancelling it stops the wait only).
+
+    Calling a blocking method from a thread that runs an event loop raises
+    :class:`~broker.LoopThreadError`: await :class:`ProcessController` there.
 
     Args:
         communicator: a :class:`~broker.BlockingCommunicator`.
         queue: the task queue launch tasks go to.
         timeout: default bound of the blocking calls (``None``: the communicator's).
+
+    Raises:
+        ValueError: ``timeout`` is negative or NaN.
     """
 
     __slots__ = ("_comm", "_queue", "_timeout")
@@ -233,6 +377,7 @@ class BlockingProcessController:
         queue: str | None = None,
         timeout: float | None = None,
     ) -> None:
+        _check_timeout(timeout)
         self._comm = communicator
         self._queue = queue
         self._timeout = timeout
@@ -241,8 +386,38 @@ class BlockingProcessController:
     def communicator(self) -> BlockingCommunicator:
         return self._comm
 
-    def _rpc(self, pid: str, msg: dict[str, Any]) -> Any:
-        return self._comm.rpc_send(str(pid), msg, timeout=self._timeout)
+    @property
+    def timeout(self) -> float | None:
+        """The default bound of the blocking calls (``None``: the communicator's)."""
+        return self._timeout
+
+    def _limit(self, timeout: float | None) -> float | None:
+        _check_timeout(timeout)
+        return self._timeout if timeout is None else timeout
+
+    @staticmethod
+    def _timed_out(what: str, limit: float | None) -> TimeoutError:
+        within = "the communicator's timeout" if limit is None else f"{limit} s"
+        return TimeoutError(f"no reply to {what} within {within}")
+
+    def _rpc(self, pid: str, msg: dict[str, Any], timeout: float | None) -> Any:
+        limit = self._limit(timeout)
+        try:
+            return self._comm.rpc_send(str(pid), msg, timeout=limit)
+        except TimeoutError:
+            raise self._timed_out(f"{msg['intent']} of process {str(pid)!r}", limit) from None
+
+    def _task(self, body: dict[str, Any], timeout: float | None) -> Any:
+        limit = self._limit(timeout)
+        try:
+            return self._comm.task_send(body, queue=self._queue, timeout=limit)
+        except TimeoutError:
+            raise self._timed_out(f"{body['task']} of process {body['pid']!r}", limit) from None
+
+    def _task_future(self, body: dict[str, Any]) -> concurrent.futures.Future[Any]:
+        return self._comm.task_send_future(body, queue=self._queue)
+
+    # -- one process --------------------------------------------------------------------------
 
     def rpc_future(self, pid: str, msg: Mapping[str, Any]) -> concurrent.futures.Future[Any]:
         """Send a control message and return a future of the raw reply at once."""
@@ -252,22 +427,50 @@ class BlockingProcessController:
         """:meth:`status` without waiting."""
         return self._comm.rpc_send_future(str(pid), _message("status"))
 
-    def status(self, pid: str) -> dict[str, Any]:
+    def status(self, pid: str, *, timeout: float | None = None) -> dict[str, Any]:
         """See :meth:`ProcessController.status`."""
-        reply: dict[str, Any] = self._rpc(pid, _message("status"))
+        reply: dict[str, Any] = self._rpc(pid, _message("status"), timeout)
         return reply
 
-    def pause(self, pid: str, msg: str | None = None) -> ControlOutcome:
+    def pause_future(
+        self, pid: str, msg: str | None = None
+    ) -> concurrent.futures.Future[ControlOutcome]:
+        """:meth:`pause` without waiting."""
+        return _then(self._comm.rpc_send_future(str(pid), _message("pause", msg)), _outcome)
+
+    def pause(
+        self, pid: str, msg: str | None = None, *, timeout: float | None = None
+    ) -> ControlOutcome:
         """See :meth:`ProcessController.pause`."""
-        return _outcome(self._rpc(pid, _message("pause", msg)))
+        return _outcome(self._rpc(pid, _message("pause", msg), timeout))
 
-    def play(self, pid: str) -> ControlOutcome:
+    def play_future(self, pid: str) -> concurrent.futures.Future[ControlOutcome]:
+        """:meth:`play` without waiting."""
+        return _then(self._comm.rpc_send_future(str(pid), _message("play")), _outcome)
+
+    def play(self, pid: str, *, timeout: float | None = None) -> ControlOutcome:
         """See :meth:`ProcessController.play`."""
-        return _outcome(self._rpc(pid, _message("play")))
+        return _outcome(self._rpc(pid, _message("play"), timeout))
 
-    def kill(self, pid: str, msg: str | None = None, *, force: bool = False) -> ControlOutcome:
+    def kill_future(
+        self, pid: str, msg: str | None = None, *, force: bool = False
+    ) -> concurrent.futures.Future[ControlOutcome]:
+        """:meth:`kill` without waiting."""
+        message = _message("kill", msg, force_kill=force)
+        return _then(self._comm.rpc_send_future(str(pid), message), _outcome)
+
+    def kill(
+        self,
+        pid: str,
+        msg: str | None = None,
+        *,
+        force: bool = False,
+        timeout: float | None = None,
+    ) -> ControlOutcome:
         """See :meth:`ProcessController.kill`."""
-        return _outcome(self._rpc(pid, _message("kill", msg, force_kill=force)))
+        return _outcome(self._rpc(pid, _message("kill", msg, force_kill=force), timeout))
+
+    # -- everyone (broadcasts never wait) -----------------------------------------------------
 
     def pause_all(self, msg: str | None = None) -> None:
         """See :meth:`ProcessController.pause_all`."""
@@ -281,6 +484,8 @@ class BlockingProcessController:
         """See :meth:`ProcessController.kill_all`."""
         self._comm.broadcast_send(_message("kill", msg, force_kill=force), subject="kill")
 
+    # -- tasks --------------------------------------------------------------------------------
+
     def launch_future(
         self,
         process_class: type[Process] | str,
@@ -289,10 +494,13 @@ class BlockingProcessController:
         persist: bool = False,
         nowait: bool = False,
         pid: str | None = None,
+        raise_on_failure: bool = False,
     ) -> concurrent.futures.Future[Any]:
-        """:meth:`launch` without waiting."""
+        """:meth:`launch` without waiting (the future raises what :meth:`launch` raises)."""
+        _check_wait(nowait, raise_on_failure)
         body = launch_body(process_class, inputs, persist=persist, nowait=nowait, pid=pid)
-        return self._comm.task_send_future(body, queue=self._queue)
+        future = self._task_future(body)
+        return _then(future, _checked) if raise_on_failure else future
 
     def launch(
         self,
@@ -302,22 +510,63 @@ class BlockingProcessController:
         persist: bool = False,
         nowait: bool = False,
         pid: str | None = None,
+        raise_on_failure: bool = False,
+        timeout: float | None = None,
     ) -> Any:
         """See :meth:`ProcessController.launch`."""
+        _check_wait(nowait, raise_on_failure)
         body = launch_body(process_class, inputs, persist=persist, nowait=nowait, pid=pid)
-        return self._comm.task_send(body, queue=self._queue, timeout=self._timeout)
+        reply = self._task(body, timeout)
+        return _checked(reply) if raise_on_failure else reply
 
-    def continue_(self, pid: str, tag: str | None = None, *, nowait: bool = False) -> Any:
+    def continue_future(
+        self,
+        pid: str,
+        tag: str | None = None,
+        *,
+        nowait: bool = False,
+        raise_on_failure: bool = False,
+    ) -> concurrent.futures.Future[Any]:
+        """:meth:`continue_` without waiting."""
+        _check_wait(nowait, raise_on_failure)
+        future = self._task_future(continue_body(pid, tag, nowait=nowait))
+        return _then(future, _checked) if raise_on_failure else future
+
+    def continue_(
+        self,
+        pid: str,
+        tag: str | None = None,
+        *,
+        nowait: bool = False,
+        raise_on_failure: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
         """See :meth:`ProcessController.continue_`."""
-        body = continue_body(pid, tag, nowait=nowait)
-        return self._comm.task_send(body, queue=self._queue, timeout=self._timeout)
+        _check_wait(nowait, raise_on_failure)
+        reply = self._task(continue_body(pid, tag, nowait=nowait), timeout)
+        return _checked(reply) if raise_on_failure else reply
+
+    def execute_future(
+        self,
+        process_class: type[Process] | str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        raise_on_failure: bool = True,
+    ) -> concurrent.futures.Future[dict[str, Any]]:
+        """:meth:`execute` without waiting."""
+        body = launch_body(process_class, inputs, persist=True, task="execute")
+        future = self._task_future(body)
+        return _then(future, _checked) if raise_on_failure else future
 
     def execute(
-        self, process_class: type[Process] | str, inputs: Mapping[str, Any] | None = None
+        self,
+        process_class: type[Process] | str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        raise_on_failure: bool = True,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """See :meth:`ProcessController.execute`."""
         body = launch_body(process_class, inputs, persist=True, task="execute")
-        result: dict[str, Any] = self._comm.task_send(
-            body, queue=self._queue, timeout=self._timeout
-        )
-        return result
+        reply = self._task(body, timeout)
+        return _checked(reply) if raise_on_failure else reply

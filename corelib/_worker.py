@@ -19,38 +19,107 @@ Stopping has two flavours:
 :meth:`Worker.crash` is the test double of a worker dying: the same as ``stop()`` but without
 waiting for the thread.
 
+Submitting from a plain thread: :meth:`Worker.submit` hands the creation of a process to the
+worker's loop with a non-blocking call-soon (:meth:`~broker._wakeup.LoopHandle.post`), where a
+task of the worker's :class:`~corelib.ProcessControl` creates it and starts it (subscribed
+first, so it answers RPCs before its first step); the caller waits on a
+:class:`concurrent.futures.Future` that the task fills. Every such future is registered until
+it is done, and the worker's thread fails the ones left when its loop ends, so a submit that
+races with a stop gets :class:`~corelib.RunnerNotRunningError` instead of waiting forever.
+:meth:`Worker.get_process` (and :meth:`LocalCluster.get_process`) looks a live process up by
+pid, from any thread.
+
 :class:`LocalCluster` starts several workers (mixed backends allowed) on one broker.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
+import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, final
 
 import anyio
 import anyio.lowlevel
 import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from broker import BlockingCommunicator, BrokerStatistics, LoopCommunicator, MemoryBroker
+from broker import (
+    BlockingCommunicator,
+    BrokerStatistics,
+    LoopCommunicator,
+    LoopThreadError,
+    MemoryBroker,
+)
 from broker._wakeup import LoopGone, LoopHandle, current_handle
 
 from ._control import ControlStatistics, ProcessControl
-from ._controller import BlockingProcessController
+from ._controller import BlockingProcessController, _new_pid
+from ._errors import ProcessError, RunnerNotRunningError
 from ._launcher import ProcessLauncher
 from ._loader import ClassLoader
 from ._persisters import Persister
 from ._process import Process
 from ._runner import Runner
 
-__all__ = ["Worker", "WorkerStatistics", "LocalCluster", "ClusterStatistics"]
+__all__ = [
+    "Worker",
+    "WorkerStatistics",
+    "LocalCluster",
+    "ClusterStatistics",
+    "ProcessNotFoundError",
+]
 
 Backend = Literal["asyncio", "trio"]
 
 _names = itertools.count(1)
+
+# what Worker.submit hands to the worker's loop: class, inputs, pid, and the caller's future
+_Submission = tuple[
+    type[Process], Mapping[str, Any] | None, str, concurrent.futures.Future[Process]
+]
+
+
+@final
+class ProcessNotFoundError(ProcessError, KeyError):
+    """Raised when a worker (or a cluster) runs no live process with the requested pid.
+
+    The process was never submitted there, or it has terminated (a worker keeps only the
+    processes it runs). It is a :class:`KeyError` too, as a missed lookup in
+    :attr:`~corelib.Runner.processes` is.
+
+    Args:
+        pid: the requested pid.
+        where: what was searched, e.g. ``"worker 'w1'"``.
+    """
+
+    def __init__(self, pid: str, where: str) -> None:
+        super().__init__(f"no process {pid!r} runs on {where}")
+        self.pid = pid
+        self.where = where
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def _check_no_loop(worker: str, what: str, handle: LoopHandle | None) -> None:
+    if handle is not None and handle.is_running_here():
+        raise LoopThreadError(
+            f"{what} can't be called on the thread of worker {worker!r}; in a step there,"
+            " use self.submit(...) instead"
+        )
+    try:
+        anyio.lowlevel.current_token()
+    except anyio.NoEventLoopError:
+        return
+    raise LoopThreadError(
+        f"{what} would block this thread's event loop; call it through"
+        " anyio.to_thread.run_sync(...) instead"
+    )
 
 
 @final
@@ -123,6 +192,11 @@ class Worker:
         self._runner: Runner | None = None
         self._control: ProcessControl | None = None
         self._launcher: ProcessLauncher | None = None
+        # submissions not done yet; failed by the thread when its loop has ended (_finished)
+        self._submissions_lock = threading.Lock()
+        self._submissions: set[concurrent.futures.Future[Process]] = set()
+        self._finished = False
+        self._submit: MemoryObjectSendStream[_Submission] | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self._name!r} {self._backend} {'alive' if self.alive else 'stopped'}>"
@@ -169,7 +243,20 @@ class Worker:
         except BaseException as exc:
             self._error = exc
         finally:
+            self._fail_submissions()
             self._ready.set()
+
+    def _fail_submissions(self) -> None:
+        # the loop has ended: no submission can be carried out any more
+        with self._submissions_lock:
+            self._finished = True
+            left, self._submissions = self._submissions, set()
+        for future in left:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # done meanwhile
+                future.set_exception(self._not_running())
+
+    def _not_running(self) -> RunnerNotRunningError:
+        return RunnerNotRunningError(f"worker {self._name!r} is not running")
 
     async def _main(self) -> None:
         self._stop_event = anyio.Event()
@@ -184,18 +271,23 @@ class Worker:
                     identifier = await comm.add_task_subscriber(
                         launcher, queue=self._queue, prefetch=self._prefetch
                     )
-                    self._handle = current_handle()
-                    self._ready.set()
-                    await self._stop_event.wait()
-                    if self._drain_timeout is not None:
-                        launcher.stop_accepting()
-                        with anyio.move_on_after(self._drain_timeout):
-                            while runner.processes:
-                                await next(iter(runner.processes.values())).wait()
-                    # Abandon the rest: requeue the held tasks, cancel without announcing.
-                    control.mute()
-                    await comm.remove_task_subscriber(identifier)
-                    scope.cancel()
+                    send, receive = anyio.create_memory_object_stream[_Submission](math.inf)
+                    control.spawn(self._serve_submissions, control, receive, name="submissions")
+                    with send, receive:  # closed here even if the task never ran
+                        self._submit = send
+                        self._handle = current_handle()
+                        self._ready.set()
+                        await self._stop_event.wait()
+                        send.close()  # submissions from now on fail at once
+                        if self._drain_timeout is not None:
+                            launcher.stop_accepting()
+                            with anyio.move_on_after(self._drain_timeout):
+                                while runner.processes:
+                                    await next(iter(runner.processes.values())).wait()
+                        # Abandon the rest: requeue the held tasks, cancel without announcing.
+                        control.mute()
+                        await comm.remove_task_subscriber(identifier)
+                        scope.cancel()
             self._runner = None
 
     def _request_stop(self, drain_timeout: float | None) -> None:
@@ -251,7 +343,166 @@ class Worker:
     ) -> None:
         self.stop()
 
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        process_class: type[Process],
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        pid: str | None = None,
+        timeout: float | None = 10.0,
+    ) -> Process:
+        """Create a process on the worker's loop, start it there, and return it.
+
+        Returns once the process is launched and answers RPCs under its pid (it may have
+        run steps, or even ended, by then). Call it from a plain thread: it blocks the
+        caller until then. Unlike a launch task, the process is not checkpointed and is
+        not counted in :attr:`WorkerStatistics.launched`.
+
+        The returned process lives on the worker's loop. From other threads, read it only
+        (``pid``, ``state``, ``statistics()``) and control it through a controller with its
+        pid (``cluster.controller().pause(process.pid)``): its async methods
+        (``await process.wait()``) and its requests (``pause()``, ``kill()``) belong to code
+        running on the worker's loop, e.g. its own steps.
+
+        Args:
+            process_class: the class to instantiate (no class loader is involved).
+            inputs: its inputs.
+            pid: its pid; a fresh one when ``None``.
+            timeout: how long to wait for the launch (``None``: forever).
+
+        Raises:
+            LoopThreadError: called from a thread that runs an event loop (the worker's own
+                included): there, await ``anyio.to_thread.run_sync(worker.submit, ...)``,
+                or submit to the runner directly from a step on the worker.
+            RunnerNotRunningError: the worker is not running (or stopped before the process
+                started).
+            TimeoutError: the process did not start in time (if the worker had already
+                begun starting it, it may still start; the message names the pid).
+            PortValidationError: ``inputs`` do not match the spec (raised by the worker's
+                loop, as everything ``process_class(...)`` raises).
+            DuplicateSubscriberError: a process with this pid answers RPCs already.
+        """
+        _check_no_loop(self._name, "Worker.submit", self._handle)
+        pid = _new_pid() if pid is None else str(pid)
+        future: concurrent.futures.Future[Process] = concurrent.futures.Future()
+        with self._submissions_lock:
+            handle = self._handle
+            if handle is None or self._finished:
+                raise self._not_running()
+            self._submissions.add(future)
+        future.add_done_callback(self._forget_submission)
+        try:
+            handle.post(self._accept, process_class, inputs, pid, future)
+        except LoopGone:
+            future.cancel()
+            raise self._not_running() from None
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            if future.cancel():  # the loop had not picked it up: nothing will happen
+                raise TimeoutError(
+                    f"worker {self._name!r} did not start process {pid!r} within {timeout} s"
+                ) from None
+            if future.done():  # it finished just now
+                return future.result()
+            raise TimeoutError(
+                f"worker {self._name!r} did not start process {pid!r} within {timeout} s;"
+                " it is being started and may still run"
+            ) from None
+
+    def _forget_submission(self, future: concurrent.futures.Future[Process]) -> None:
+        with self._submissions_lock:
+            self._submissions.discard(future)
+
+    def _accept(
+        self,
+        process_class: type[Process],
+        inputs: Mapping[str, Any] | None,
+        pid: str,
+        future: concurrent.futures.Future[Process],
+    ) -> None:
+        # A call-soon callback on the worker's loop, outside any task: it must never raise
+        # (on trio that would end the whole run) and can't start tasks (no task context on
+        # asyncio), so it only hands the submission to the serving task's stream.
+        try:
+            if not future.set_running_or_notify_cancel():
+                return  # the caller gave up (timed out) before we got here
+            send, stop = self._submit, self._stop_event
+            if send is None or stop is None or stop.is_set():
+                raise self._not_running()
+            send.send_nowait((process_class, inputs, pid, future))
+        except Exception as exc:
+            if isinstance(exc, anyio.ClosedResourceError):
+                exc = self._not_running()
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_exception(exc)
+
+    async def _serve_submissions(
+        self, control: ProcessControl, receive: MemoryObjectReceiveStream[_Submission]
+    ) -> None:
+        # Each submission starts in a task of its own: a start waits for its subscription,
+        # and one slow start must not hold up the others.
+        # ends when the worker closes the stream (the futures left are failed by the thread)
+        with contextlib.suppress(anyio.ClosedResourceError):
+            async for process_class, inputs, pid, future in receive:
+                stop = self._stop_event
+                if stop is None or stop.is_set():  # accepted, then the worker began to stop
+                    with contextlib.suppress(concurrent.futures.InvalidStateError):
+                        future.set_exception(self._not_running())
+                    continue
+                control.spawn(
+                    self._start_submitted,
+                    control,
+                    process_class,
+                    inputs,
+                    pid,
+                    future,
+                    name=f"submit {pid}",
+                )
+
+    async def _start_submitted(
+        self,
+        control: ProcessControl,
+        process_class: type[Process],
+        inputs: Mapping[str, Any] | None,
+        pid: str,
+        future: concurrent.futures.Future[Process],
+    ) -> None:
+        try:
+            process = process_class(inputs, pid=pid)
+            await control.start(process)
+        except anyio.get_cancelled_exc_class():
+            future.set_exception(
+                RunnerNotRunningError(
+                    f"worker {self._name!r} stopped before process {pid!r} started"
+                )
+            )
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(process)
+
     # -- observing --------------------------------------------------------------------------
+
+    def get_process(self, pid: str) -> Process:
+        """The live process with ``pid`` that this worker runs; from any thread.
+
+        See :meth:`submit` for what may be done with it outside the worker's loop.
+
+        Raises:
+            RunnerNotRunningError: the worker is not running.
+            ProcessNotFoundError: it runs no process ``pid`` (never here, or terminated).
+        """
+        runner = self._runner
+        if runner is None or not self.alive:
+            raise self._not_running()
+        process = runner.processes.get(str(pid))  # one dict lookup: safe against the writer
+        if process is None:
+            raise ProcessNotFoundError(str(pid), f"worker {self._name!r}")
+        return process
 
     def processes(self) -> tuple[Process, ...]:
         """The processes it runs that are not terminal yet (empty when it does not run).
@@ -363,6 +614,19 @@ class LocalCluster:
         self._clients.clear()
         if errors:
             raise errors[0]
+
+    def get_process(self, pid: str) -> Process:
+        """The live process with ``pid``, on whichever running worker runs it.
+
+        See :meth:`Worker.submit` for what may be done with it outside its worker's loop.
+
+        Raises:
+            ProcessNotFoundError: no running worker runs a process ``pid``.
+        """
+        for worker in self.workers:
+            with contextlib.suppress(ProcessNotFoundError, RunnerNotRunningError):
+                return worker.get_process(pid)
+        raise ProcessNotFoundError(str(pid), f"any worker of {self!r}")
 
     def controller(
         self, *, backend: Backend = "asyncio", timeout: float | None = 10.0
