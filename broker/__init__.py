@@ -8,9 +8,9 @@ it and runs its subscribers there. :class:`BlockingCommunicator` serves threads 
 from ._amqp import AmqpCommunicator as AmqpCommunicator
 from ._amqp import BrokerUnavailableError as BrokerUnavailableError
 from ._amqp_probe import amqp_problem as amqp_problem
-from ._blocking import BlockingCommunicator as BlockingCommunicator
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
+from ._delivery import DEFAULT_QUEUE as DEFAULT_QUEUE
 from ._errors import BrokerError as BrokerError
 from ._errors import CodecError as CodecError
 from ._errors import CommunicatorClosedError as CommunicatorClosedError
@@ -24,15 +24,15 @@ from ._errors import TaskRejected as TaskRejected
 from ._errors import UnknownSubscriberError as UnknownSubscriberError
 from ._errors import UnroutableError as UnroutableError
 from ._filters import BroadcastFilter as BroadcastFilter
-from ._loopcomm import LoopCommunicator as LoopCommunicator
-from ._memory import DEFAULT_QUEUE as DEFAULT_QUEUE
-from ._memory import BrokerStatistics as BrokerStatistics
-from ._memory import ConsumerStatistics as ConsumerStatistics
-from ._memory import DeadLetter as DeadLetter
-from ._memory import MemoryBroker as MemoryBroker
-from ._memory import QueueStatistics as QueueStatistics
 from ._wakeup import wait_future as wait_future
 from .abc import Communicator as Communicator
+from .blocking import BlockingCommunicator as BlockingCommunicator
+from .memory import BrokerStatistics as BrokerStatistics
+from .memory import ConsumerStatistics as ConsumerStatistics
+from .memory import DeadLetter as DeadLetter
+from .memory import LoopCommunicator as LoopCommunicator
+from .memory import MemoryBroker as MemoryBroker
+from .memory import QueueStatistics as QueueStatistics
 
 __all__ = [
     "AmqpCommunicator",

@@ -84,6 +84,7 @@ import anyio.lowlevel
 import attrs
 
 from . import _amqp_wire as wire
+from ._delivery import DEFAULT_QUEUE, ReplySink, resolve
 from ._endpoint import CLOSED, CLOSING, NEW, OPEN, LoopEndpoint
 from ._errors import (
     CodecError,
@@ -96,7 +97,6 @@ from ._errors import (
     UnroutableError,
 )
 from ._filters import BroadcastFilter
-from ._memory import DEFAULT_QUEUE, ReplySink, resolve
 from ._wakeup import LoopGone, wait_future
 from .abc import BroadcastSubscriber, RpcSubscriber, TaskSubscriber
 

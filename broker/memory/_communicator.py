@@ -33,24 +33,24 @@ from typing import Any, final
 import anyio
 import anyio.lowlevel
 
-from ._endpoint import CLOSED, NEW, OPEN, LoopEndpoint
-from ._errors import (
+from .._delivery import resolve
+from .._endpoint import CLOSED, NEW, OPEN, LoopEndpoint
+from .._errors import (
     CodecError,
     CommunicatorClosedError,
     ErrorInfo,
     LoopThreadError,
     RemoteError,
 )
-from ._memory import (
+from .._wakeup import LoopGone
+from ..abc import BroadcastSubscriber, RpcSubscriber, TaskSubscriber
+from ._broker import (
     Attempt,
     BroadcastDelivery,
     EndpointGone,
     MemoryBroker,
     RpcCall,
-    resolve,
 )
-from ._wakeup import LoopGone
-from .abc import BroadcastSubscriber, RpcSubscriber, TaskSubscriber
 
 __all__ = ["LoopCommunicator"]
 

@@ -20,10 +20,9 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._errors import CommunicatorClosedError, LoopThreadError
-from ._loopcomm import LoopCommunicator
-from ._memory import MemoryBroker
-from .abc import BroadcastSubscriber, RpcSubscriber, TaskSubscriber
+from .._errors import CommunicatorClosedError, LoopThreadError
+from ..abc import BroadcastSubscriber, RpcSubscriber, TaskSubscriber
+from ..memory import LoopCommunicator, MemoryBroker
 
 __all__ = ["BlockingCommunicator"]
 

@@ -35,15 +35,16 @@ from typing import Any, Protocol, final
 
 import attrs
 
-from ._codec import Codec, JsonCodec
-from ._errors import (
+from .._codec import Codec, JsonCodec
+from .._delivery import DEFAULT_QUEUE, ReplySink, resolve
+from .._errors import (
     DeadLetteredError,
     DuplicateSubscriberError,
     RemoteError,
     UnknownSubscriberError,
     UnroutableError,
 )
-from ._routing import BroadcastIndex
+from .._routing import BroadcastIndex
 
 __all__ = [
     "MemoryBroker",
@@ -51,42 +52,19 @@ __all__ = [
     "QueueStatistics",
     "ConsumerStatistics",
     "DeadLetter",
-    "DEFAULT_QUEUE",
 ]
 
 logger = logging.getLogger("broker")
-
-DEFAULT_QUEUE = "tasks"
 
 
 class EndpointGone(Exception):
     """Internal: the endpoint is closed or its loop has finished."""
 
 
-class ReplySink(Protocol):
-    """Where a reply goes: a :class:`~broker._wakeup.ReplySlot` or a concurrent future."""
-
-    def set_result(self, value: Any, /) -> None: ...
-    def set_exception(self, exc: BaseException, /) -> None: ...
-
-
 class Endpoint(Protocol):
     """What the broker needs of a communicator."""
 
     def _deliver(self, item: Any) -> None: ...
-
-
-def resolve(sink: ReplySink | None, ok: bool, value: Any) -> None:
-    """Complete ``sink`` with a value or an exception; ignores an already-done future."""
-    if sink is None:
-        return
-    try:
-        if ok:
-            sink.set_result(value)
-        else:
-            sink.set_exception(value)
-    except Exception:  # concurrent.futures.InvalidStateError: the caller cancelled it
-        pass
 
 
 # -- items delivered to endpoints --------------------------------------------------------------
