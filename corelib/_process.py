@@ -153,7 +153,11 @@ _TERMINAL: Final = TERMINAL_STATES
 @final
 @attrs.frozen
 class ControlOutcome:
-    """How a control request (pause, play, kill) ended.
+    """How a control request (pause, play, kill) ended; true if and only if it is ``done``.
+
+    So ``if await proc.pause():`` is true when the process is paused (or already was), and
+    false when the pause was refused (the process terminated), superseded by a kill or
+    cancelled by a play.
 
     Attributes:
         done: whether the process now is as requested *because of* this request or already
@@ -167,6 +171,14 @@ class ControlOutcome:
 
     done: bool
     reason: str
+
+    def __bool__(self) -> bool:
+        """``done``: ``if await proc.pause():`` holds only if the process is paused now.
+
+        A request that was refused (``"process already finished"``), superseded (``"superseded
+        by kill"``) or cancelled (``"pause cancelled by play"``) is falsy.
+        """
+        return self.done
 
 
 @final
