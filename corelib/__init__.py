@@ -23,13 +23,13 @@ from ._spec import ProcessSpec as ProcessSpec
 # --- processes (process work: add imports below this line) ---
 # isort: split
 from ._errors import InvalidTransitionError as InvalidTransitionError
+from ._errors import LoopRunningError as LoopRunningError
 from ._errors import ProcessError as ProcessError
 from ._errors import ProcessExceptedError as ProcessExceptedError
 from ._errors import ProcessKilledError as ProcessKilledError
 from ._errors import ProcessNotFinishedError as ProcessNotFinishedError
 from ._errors import ProcessStateError as ProcessStateError
 from ._errors import RunnerNotRunningError as RunnerNotRunningError
-from ._errors import LoopRunningError as LoopRunningError
 from ._listener import ProcessListener as ProcessListener
 from ._process import MISSING_OUTPUTS_STATUS as MISSING_OUTPUTS_STATUS
 from ._process import ControlHandle as ControlHandle

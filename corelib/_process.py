@@ -732,7 +732,13 @@ class Process:
             case action:
                 return _resolved(Request.PLAY, action is Action.NOTHING, decision.reason)
 
-    def kill(self, msg: str | None = None, *, force: bool = False) -> ControlHandle:
+    def kill(
+        self,
+        msg: str | None = None,
+        *,
+        force: bool | None = None,
+        force_kill: bool | None = None,
+    ) -> ControlHandle:
         """Request a kill; non-blocking.
 
         A process that is not running a step (created, waiting, paused, between steps) is
@@ -741,8 +747,16 @@ class Process:
         returns, whatever it returned. ``force=True`` kills at once even mid-step: the step is
         cancelled and its result ignored. A later kill supersedes a pending one (its message
         wins).
+
+        Args:
+            msg: the kill message (``Killed.message``; plumpy's ``msg_text``).
+            force: kill at once, even in the middle of a step (default ``False``).
+            force_kill: plumpy's name for ``force``, accepted as is.
+
+        Raises:
+            ValueError: ``force`` and ``force_kill`` were both given, with different values.
         """
-        request = Request.FORCE_KILL if force else Request.KILL
+        request = Request.FORCE_KILL if force_of(force, force_kill) else Request.KILL
         decision = self._decide(request)
         match decision.action:
             case Action.NOW:
@@ -1283,6 +1297,23 @@ class Process:
 
     def on_terminated(self) -> None:
         """Called last, after any terminal state was installed."""
+
+
+def force_of(force: bool | None, force_kill: bool | None) -> bool:
+    """Whether a kill is forced, given ``force=`` and plumpy's ``force_kill=`` (either may be
+    omitted, as ``None``).
+
+    Raises:
+        ValueError: both were given, with different values.
+    """
+    if force_kill is None:
+        return bool(force)
+    if force is None or bool(force) == bool(force_kill):
+        return bool(force_kill)
+    raise ValueError(
+        f"kill got force={force!r} and force_kill={force_kill!r}; pass one of them "
+        "(force_kill is plumpy's name for force)"
+    )
 
 
 def _close_unstarted(awaitable: object) -> None:

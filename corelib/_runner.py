@@ -45,7 +45,7 @@ from ._listener import ProcessListener
 from ._loader import ClassLoader
 from ._persistence import Checkpointer, CheckpointPolicy, continue_process
 from ._persisters import Persister
-from ._process import ControlHandle, Process
+from ._process import ControlHandle, Process, force_of
 
 __all__ = ["Runner", "run", "run_sync"]
 
@@ -335,9 +335,22 @@ class Runner:
                 raise
         return process
 
-    def kill_all(self, msg: str | None = None, *, force: bool = False) -> list[ControlHandle]:
-        """Request a kill of every running process; returns the handles."""
-        return [p.kill(msg, force=force) for p in tuple(self._processes.values())]
+    def kill_all(
+        self,
+        msg: str | None = None,
+        *,
+        force: bool | None = None,
+        force_kill: bool | None = None,
+    ) -> list[ControlHandle]:
+        """Request a kill of every running process; returns the handles.
+
+        ``force`` (or plumpy's ``force_kill``) as for :meth:`Process.kill`.
+
+        Raises:
+            ValueError: ``force`` and ``force_kill`` were both given, with different values.
+        """
+        forced = force_of(force, force_kill)
+        return [p.kill(msg, force=forced) for p in tuple(self._processes.values())]
 
     # -- driving (called by processes) -----------------------------------------------------------
 

@@ -4,6 +4,8 @@ arguments when it is built."""
 
 from __future__ import annotations
 
+import pytest
+
 from corelib import ControlOutcome, ProcessState, Runner
 
 from ._procs import Gate, GatedAsync, Trivial, Waiter, settle
@@ -73,3 +75,66 @@ async def test_a_pause_cancelled_by_play_is_false() -> None:
     assert not paused
     assert played  # the play did what it was asked: the process is not paused
     assert proc.state is S.FINISHED
+
+
+# -- kill(force_kill=...) as plumpy spells it --------------------------------------------------
+
+
+async def test_kill_accepts_plumpys_force_kill() -> None:
+    gate = Gate()
+    async with Runner() as runner:
+        proc = runner.submit(GatedAsync, {"gate": gate})
+        await gate.wait_arrived()
+        handle = proc.kill("now", force_kill=True)
+        assert proc.state is S.KILLED  # at once, mid-step, as force=True does
+        assert await handle == ControlOutcome(True, "killed")
+    assert gate.cancelled
+
+
+async def test_force_kill_false_is_a_graceful_kill() -> None:
+    gate = Gate()
+    async with Runner() as runner:
+        proc = runner.submit(GatedAsync, {"gate": gate})
+        await gate.wait_arrived()
+        handle = proc.kill("at the next await", force_kill=False)
+        assert proc.statistics().kill_pending  # deferred to the step's end
+        assert await handle == ControlOutcome(True, "killed")
+    assert proc.state is S.KILLED
+
+
+async def test_force_and_force_kill_may_agree() -> None:
+    gate = Gate()
+    async with Runner() as runner:
+        proc = runner.submit(GatedAsync, {"gate": gate})
+        await gate.wait_arrived()
+        proc.kill(force=True, force_kill=True)
+        assert proc.state is S.KILLED
+
+
+async def test_force_and_force_kill_that_disagree_are_an_error_naming_both() -> None:
+    gate = Gate()
+    async with Runner() as runner:
+        proc = runner.submit(GatedAsync, {"gate": gate})
+        await gate.wait_arrived()
+        with pytest.raises(
+            ValueError,
+            match=r"^kill got force=True and force_kill=False; pass one of them "
+            r"\(force_kill is plumpy's name for force\)$",
+        ):
+            proc.kill("x", force=True, force_kill=False)
+        with pytest.raises(ValueError, match=r"^kill got force=False and force_kill=True;"):
+            runner.kill_all(force=False, force_kill=True)
+        stats = proc.statistics()
+        assert (stats.state, stats.kill_pending) == (S.RUNNING, False)  # nothing happened
+        gate.release()
+    assert proc.result() == "second"
+
+
+async def test_runner_kill_all_accepts_force_kill() -> None:
+    gate = Gate()
+    async with Runner() as runner:
+        proc = runner.submit(GatedAsync, {"gate": gate})
+        await gate.wait_arrived()
+        (handle,) = runner.kill_all("everyone", force_kill=True)
+        assert proc.state is S.KILLED
+        assert await handle
