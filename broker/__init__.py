@@ -5,13 +5,11 @@ The in-process :class:`MemoryBroker` carries messages between threads; each
 it and runs its subscribers there. :class:`BlockingCommunicator` serves threads with no loop.
 """
 
-from ._amqp import AmqpCommunicator as AmqpCommunicator
-from ._amqp import BrokerUnavailableError as BrokerUnavailableError
-from ._amqp_probe import amqp_problem as amqp_problem
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
 from ._delivery import DEFAULT_QUEUE as DEFAULT_QUEUE
 from ._errors import BrokerError as BrokerError
+from ._errors import BrokerUnavailableError as BrokerUnavailableError
 from ._errors import CodecError as CodecError
 from ._errors import CommunicatorClosedError as CommunicatorClosedError
 from ._errors import DeadLetteredError as DeadLetteredError
@@ -26,6 +24,8 @@ from ._errors import UnroutableError as UnroutableError
 from ._filters import BroadcastFilter as BroadcastFilter
 from ._wakeup import wait_future as wait_future
 from .abc import Communicator as Communicator
+from .amqp import AmqpCommunicator as AmqpCommunicator
+from .amqp import amqp_problem as amqp_problem
 from .blocking import BlockingCommunicator as BlockingCommunicator
 from .memory import BrokerStatistics as BrokerStatistics
 from .memory import ConsumerStatistics as ConsumerStatistics

@@ -18,6 +18,7 @@ __all__ = [
     "CommunicatorClosedError",
     "DeliveryFailed",
     "UnroutableError",
+    "BrokerUnavailableError",
     "DuplicateSubscriberError",
     "UnknownSubscriberError",
     "TaskRejected",
@@ -50,6 +51,18 @@ class UnroutableError(DeliveryFailed):
 
     Raised at once by ``rpc_send``: nothing is queued for an unknown recipient. Also raised
     (into the reply) when the recipient closed before it handled the message.
+    """
+
+
+class BrokerUnavailableError(DeliveryFailed):
+    """Raised when the broker can't be reached, so a message was not (or may not have been)
+    delivered.
+
+    Nobody's fault in particular: the network or the broker is down. Raised by the AMQP
+    adapter (:class:`~broker.AmqpCommunicator`) for a send made while the connection is down
+    and not back within ``publish_timeout``, for a publish the broker did not confirm in time,
+    and into every reply still awaited when the connection dropped (the reply queue died with
+    it; the RPC or task may still run). Retrying may duplicate a task.
     """
 
 

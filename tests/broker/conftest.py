@@ -58,8 +58,6 @@ def open_comm(comm_kind: str) -> CommFactory:
     """A factory of unopened communicators sharing one broker; open each with ``async with``."""
     if comm_kind == "amqp":
         require_amqp()
-        from broker._amqp import AmqpCommunicator
-
         namespace = amqp_namespace()
         # queue_expires: the test's durable queues vanish a while after the test
         return lambda: AmqpCommunicator(

@@ -29,12 +29,12 @@ from broker import (
     DuplicateSubscriberError,
     RemoteError,
     UnroutableError,
-    _amqp,
     wait_future,
 )
-from broker import _amqp_wire as wire
-from broker._amqp import AmqpCommunicator, BrokerUnavailableError
 from broker._errors import ErrorInfo
+from broker.amqp import AmqpCommunicator, BrokerUnavailableError
+from broker.amqp import _wire as wire
+from broker.amqp._rpc import Rpc
 
 from .conftest import AMQP_URL, amqp_namespace, make_amqp, require_amqp
 
@@ -149,7 +149,7 @@ def test_tls_parameters_are_passed_through() -> None:
         heartbeat=30,
         name="tls",
     )
-    kwargs = comm._connect_kwargs()
+    kwargs = comm._settings.connect_kwargs()
     url = kwargs["url"]
     assert (url.scheme, url.host, url.port, url.path) == ("amqps", "rabbit.example", 5671, "/vhost")
     assert url.query["cafile"] == "/etc/ca.pem"
@@ -159,7 +159,7 @@ def test_tls_parameters_are_passed_through() -> None:
     assert kwargs["client_properties"] == {"connection_name": "tls"}
     # a heartbeat in the URL wins
     comm = AmqpCommunicator("amqp://h/?heartbeat=5", heartbeat=30)
-    assert comm._connect_kwargs()["url"].query["heartbeat"] == "5"
+    assert comm._settings.connect_kwargs()["url"].query["heartbeat"] == "5"
 
 
 @needs_aio_pika
@@ -249,9 +249,9 @@ async def test_rpc_requests_use_the_unconfirmed_fast_path(namespace: str) -> Non
     async with make(namespace) as comm:
         io = comm._io
         assert io is not None
-        session = await io.ready() if io.session is None else io.session
-        assert io._track_return(session.fast, "k", "probe-id") is True
-        io._untrack_return("probe-id")
+        session = await io.connection.ready() if io.session is None else io.session
+        assert io.rpc._track_return(session.fast, "k", "probe-id") is True
+        io.rpc._untrack_return("probe-id")
 
 
 async def _answered_and_unroutable(comm: AmqpCommunicator) -> None:
@@ -272,7 +272,7 @@ async def test_rpc_requests_fall_back_to_confirms_without_aiormq_tables(
 ) -> None:
     """Without aiormq's return tables, requests go through the confirming channel: answered
     calls and unroutable ones behave the same."""
-    monkeypatch.setattr(_amqp._Io, "_track_return", lambda self, channel, key, cid: False)
+    monkeypatch.setattr(Rpc, "_track_return", lambda self, channel, key, cid: False)
     async with make(namespace) as comm:
         await _answered_and_unroutable(comm)
 
@@ -298,7 +298,11 @@ async def test_unconfirmed_rpc_requests_leave_no_bookkeeping_behind(namespace: s
         fast = io.session.fast
 
         def tables() -> tuple[int, int, int]:
-            return len(io._returnable), len(fast.confirmations), len(fast.message_id_delivery_tag)
+            return (
+                len(io.rpc._returnable),
+                len(fast.confirmations),
+                len(fast.message_id_delivery_tag),
+            )
 
         # the return futures' callbacks run on the I/O loop: ask it once they had their turn
         async def settled() -> tuple[int, int, int]:

@@ -20,7 +20,8 @@ from broker import (
     UnroutableError,
     wait_future,
 )
-from broker._amqp import AmqpCommunicator, _Io
+from broker.amqp import AmqpCommunicator, _connection, _consuming
+from broker.amqp._io import IoSide
 
 from .conftest import make_amqp
 
@@ -31,7 +32,7 @@ amqp = pytest.mark.amqp
 make = make_amqp
 
 
-def io_of(comm: AmqpCommunicator) -> _Io:
+def io_of(comm: AmqpCommunicator) -> IoSide:
     io = comm._io
     assert io is not None
     return io
@@ -133,15 +134,15 @@ async def test_an_add_that_fails_after_the_declare_leaves_nothing_behind(
     namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with make(namespace) as a, make(namespace) as b:
-        original = _Io._consume
+        original = _connection.consume
         failures = [RuntimeError("consume refused")]
 
-        async def consume(self: _Io, *args: Any, **kwargs: Any) -> str:
+        async def consume(*args: Any, **kwargs: Any) -> str:
             if failures:
                 raise failures.pop()
-            return await original(self, *args, **kwargs)
+            return await original(*args, **kwargs)
 
-        monkeypatch.setattr(_Io, "_consume", consume)
+        monkeypatch.setattr(_consuming, "consume", consume)  # what the RPC consumers call
         with anyio.fail_after(TIMEOUT):
             with pytest.raises(RuntimeError, match=r"^consume refused$"):
                 await a.add_rpc_subscriber(lambda _c, m: "a", "pid-1")
@@ -200,7 +201,7 @@ async def test_remove_drains_a_queue_that_still_holds_requests(namespace: str) -
 
         await server.add_rpc_subscriber(subscriber, "busy")
         io = io_of(server)
-        sub = io.rpc["busy"]
+        sub = io.rpc_consumers.subs["busy"]
 
         async def pause() -> None:
             # stand-in for a consumer RabbitMQ no longer pushes to: no consumer at all
@@ -210,7 +211,7 @@ async def test_remove_drains_a_queue_that_still_holds_requests(namespace: str) -
 
         async def queued() -> int:
             assert io.session is not None
-            control = await io._control(io.session)
+            control = await io.connection.control(io.session)
             ok = await (await control.get_underlay_channel()).queue_declare(
                 sub.queue_name, passive=True
             )

@@ -44,8 +44,8 @@ from typing import Any, Final, final
 
 import attrs
 
-from ._codec import JsonCodec
-from ._errors import DeadLetteredError, ErrorInfo, RemoteError, UnroutableError
+from .._codec import JsonCodec
+from .._errors import DeadLetteredError, ErrorInfo, RemoteError, UnroutableError
 
 __all__ = [
     "VERSION",
