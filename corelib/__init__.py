@@ -23,6 +23,7 @@ from ._spec import ProcessSpec as ProcessSpec
 # --- processes (process work: add imports below this line) ---
 # isort: split
 from ._errors import InvalidTransitionError as InvalidTransitionError
+from ._errors import InvalidWaitError as InvalidWaitError
 from ._errors import LoopRunningError as LoopRunningError
 from ._errors import ProcessError as ProcessError
 from ._errors import ProcessExceptedError as ProcessExceptedError

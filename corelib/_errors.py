@@ -21,6 +21,7 @@ __all__ = [
     "ProcessKilledError",
     "RunnerNotRunningError",
     "LoopRunningError",
+    "InvalidWaitError",
 ]
 
 
@@ -123,3 +124,25 @@ class LoopRunningError(ProcessError, RuntimeError):
             " in async code, use 'await corelib.run(...)' instead"
         )
         self.library = library
+
+
+@final
+class InvalidWaitError(ProcessError, TypeError):
+    """Raised when a :class:`~corelib.Wait` is built with arguments that can't make a wait.
+
+    It is the caller's fault, and it is raised where the ``Wait(...)`` is built (inside a step,
+    the process excepts with it): a callable where the awaitable belongs (typically the next
+    step, in plumpy's order) or an awaitable where the next step belongs, a plain (not async)
+    function as the awaitable, or an async function that needs arguments (not called). It is a
+    ``TypeError`` too, as Python's own complaints about wrong arguments are.
+
+    Args:
+        message: what is wrong, naming both arguments.
+        awaitable: the ``awaitable`` argument given.
+        next_step: the ``next_step`` argument given.
+    """
+
+    def __init__(self, message: str, awaitable: object, next_step: object) -> None:
+        super().__init__(message)
+        self.awaitable = awaitable
+        self.next_step = next_step

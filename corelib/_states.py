@@ -38,15 +38,16 @@ carry live objects (the next step's bound method, an awaitable); the machine onl
 from __future__ import annotations
 
 import enum
+import inspect
 import time
 import traceback as _traceback
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType, MethodType
 from typing import Any, Final, TypeAlias, final
 
 import attrs
 
-from ._errors import InvalidTransitionError
+from ._errors import InvalidTransitionError, InvalidWaitError
 
 __all__ = [
     # states and their data
@@ -287,24 +288,164 @@ class Continue(Event):
 
 
 @final
-@attrs.frozen
+@attrs.frozen(init=False)
 class Wait(Event):
     """Returned by a step to wait: RUNNING -> WAITING; later ``Resume`` calls ``next_step``.
+
+    ``Wait(awaitable_or_None, next_step, message=None)``: what to wait *for* comes first, then
+    the step to go on with. plumpy's command is ``Wait(continue_fn=None, msg=None, data=None)``
+    and has no awaitable (a plumpy process waits until someone calls ``resume``), so
+    ``plumpy.Wait(self.next_step, "msg")`` is ``Wait(None, self.next_step, "msg")`` here;
+    plumpy's ``data`` (handed to ``on_wait``) has no counterpart.
+
+    The arguments are checked when the ``Wait`` is built, so a mix-up fails at the line that
+    made it (inside a step, the process excepts with the error) rather than later, in the task
+    that awaits: see :class:`~corelib.InvalidWaitError`. That a non-callable awaitable is
+    something the driver can await is checked when the step returns it.
 
     Args:
         awaitable: what to wait for, or ``None`` to wait for ``process.resume(value)``. The
             driver understands an ``anyio.Event`` (resumes without a value), a ``Process``
             (resumes with the process once it terminated), an ``anyio.Future`` or any other
-            awaitable (resumes with its result), or a zero-argument async callable (called,
-            awaited, resumes with its result). If it raises, the process excepts.
+            awaitable (resumes with its result), or an async callable that takes no arguments
+            (called, awaited, resumes with its result). If it raises, the process excepts.
         next_step: the step to call on resume, with the resume value as its single argument
             unless there is no value.
         message: an optional human-readable description of what is awaited.
+
+    Raises:
+        InvalidWaitError: ``next_step`` is not callable (e.g. the arguments are swapped, or in
+            plumpy's order), or ``awaitable`` is a plain (not async) callable, or an async
+            function that needs arguments (did you mean to call it?).
     """
 
     awaitable: object
     next_step: Callable[..., Any]
     message: str | None = None
+
+    def __init__(
+        self,
+        awaitable: object,
+        next_step: Callable[..., Any] | None = None,
+        message: str | None = None,
+    ) -> None:
+        # the common cases, cheaply: nothing to wait for or an awaitable object, then a step
+        # (``next_step`` defaults to ``None`` only so that plumpy's ``Wait(self.step)`` gets
+        # the error below, not Python's "missing argument")
+        if not callable(next_step) or (awaitable is not None and callable(awaitable)):
+            next_step = _checked_wait(awaitable, next_step)
+        self.__attrs_init__(awaitable, next_step, message)
+
+
+_CO_COROUTINE: Final = inspect.CO_COROUTINE
+
+_PLUMPY_ORDER: Final = (
+    "the order is Wait(awaitable_or_None, next_step, message); plumpy's "
+    "Wait(continue_fn, msg, data) is Wait(None, continue_fn, msg) here"
+)
+
+
+def _checked_wait(awaitable: object, next_step: object) -> Callable[..., Any]:
+    """Return ``next_step``, or raise :class:`InvalidWaitError` if ``Wait(awaitable,
+    next_step)`` can't be a wait."""
+    if _async_method_of_self_only(awaitable) and callable(next_step):
+        return next_step  # the common case, cheaply (a WorkChain's wait for its children)
+    if inspect.isawaitable(awaitable):
+        problem = None  # awaitable, even if callable too
+    elif callable(awaitable):
+        problem = _callable_awaitable_problem(awaitable)
+    else:
+        problem = None  # checked by the driver (it knows what it can await)
+    if not callable(next_step):
+        if callable(awaitable) and _awaitable_like(next_step):
+            problem = "they are swapped: the awaitable comes first, then the step"
+        elif next_step is None and callable(awaitable):
+            problem = f"the step to go on with is missing; {_PLUMPY_ORDER}"
+        else:
+            problem = f"next_step is not callable; {_PLUMPY_ORDER}"
+    if problem is None:
+        assert callable(next_step)
+        return next_step
+    message = (
+        f"Wait got awaitable={_describe(awaitable)} and next_step={_describe(next_step)}: "
+        f"{problem}"
+    )
+    # An unstarted coroutine in the arguments would be reported as never awaited.
+    _close_unstarted(awaitable)
+    _close_unstarted(next_step)
+    raise InvalidWaitError(message, awaitable, next_step)
+
+
+def _async_method_of_self_only(fn: object) -> bool:
+    """Whether ``fn`` is a bound ``async def`` method that takes only ``self``."""
+    if type(fn) is not MethodType:
+        return False
+    func = fn.__func__
+    if type(func) is not FunctionType:
+        return False
+    code = func.__code__
+    return bool(code.co_flags & _CO_COROUTINE) and code.co_argcount == 1 and not (
+        code.co_kwonlyargcount
+    )
+
+
+def _callable_awaitable_problem(fn: Callable[..., Any]) -> str | None:
+    """What is wrong with ``fn`` as the thing to wait for, or ``None``."""
+    if not _is_async_callable(fn):
+        return (
+            "awaitable is a plain (not async) callable; pass an awaitable, an async function "
+            f"that takes no arguments, or None to wait for resume(); {_PLUMPY_ORDER}"
+        )
+    missing = _missing_arguments(fn)
+    if missing:
+        name = getattr(fn, "__name__", "awaitable")
+        return (
+            f"awaitable is an async function that needs arguments ({', '.join(missing)}), "
+            f"not an awaitable: did you mean to call it, Wait({name}(...), next_step)?"
+        )
+    return None
+
+
+def _is_async_callable(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):  # functions, methods, partials of them
+        return True
+    # an object whose class defines ``async def __call__``
+    return inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _missing_arguments(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The parameters a call of ``fn`` without arguments lacks (``()`` if unknown)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover - some builtins have none
+        return ()
+    empty = inspect.Parameter.empty
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return tuple(
+        p.name
+        for p in signature.parameters.values()
+        if p.default is empty and p.kind not in variadic
+    )
+
+
+def _awaitable_like(value: object) -> bool:
+    """Whether ``value`` looks like what a ``Wait`` awaits (an awaitable, or an object with an
+    async ``wait()``: an event, a process, a future)."""
+    if inspect.isawaitable(value):
+        return True
+    return inspect.iscoroutinefunction(getattr(value, "wait", None))
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, FunctionType | MethodType):
+        return value.__qualname__
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _close_unstarted(value: object) -> None:
+    if inspect.iscoroutine(value) and inspect.getcoroutinestate(value) == "CORO_CREATED":
+        value.close()
 
 
 @final

@@ -4,9 +4,22 @@ arguments when it is built."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from typing import Any
+
+import anyio
 import pytest
 
-from corelib import ControlOutcome, ProcessState, Runner
+from corelib import (
+    ControlOutcome,
+    InvalidWaitError,
+    Process,
+    ProcessExceptedError,
+    ProcessState,
+    Runner,
+    Wait,
+)
 
 from ._procs import Gate, GatedAsync, Trivial, Waiter, settle
 
@@ -138,3 +151,155 @@ async def test_runner_kill_all_accepts_force_kill() -> None:
         (handle,) = runner.kill_all("everyone", force_kill=True)
         assert proc.state is S.KILLED
         assert await handle
+
+
+# -- Wait(...) checks its arguments when it is built --------------------------------------------
+
+
+class Steps(Process):
+    """Bound methods to build waits with (never launched)."""
+
+    def after(self, value: Any = None) -> Any:
+        return value
+
+    async def fetch(self, url: str, *, retries: int) -> str:  # pragma: no cover - not run
+        return url
+
+    async def ready(self) -> str:  # pragma: no cover - not run
+        return "ready"
+
+
+async def _produce() -> str:  # pragma: no cover - closed, never run
+    return "made"
+
+
+class _AsyncCallable:
+    async def __call__(self) -> str:  # pragma: no cover - not run
+        return "called"
+
+
+def _steps() -> Steps:
+    return Steps()
+
+
+def test_a_wait_with_the_arguments_swapped_names_both() -> None:
+    steps = _steps()
+    coro = _produce()
+    with pytest.raises(InvalidWaitError) as caught:
+        Wait(steps.after, coro)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith("Wait got awaitable=Steps.after and next_step=<coroutine object")
+    assert message.endswith("they are swapped: the awaitable comes first, then the step")
+    assert caught.value.awaitable == steps.after
+    assert caught.value.next_step is coro
+    # closed, so it is not reported as never awaited (warnings are errors here)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+    event = anyio.Event()
+    with pytest.raises(InvalidWaitError, match=r"^Wait got awaitable=Steps.after and next_step=<"):
+        Wait(steps.after, event)  # type: ignore[arg-type]
+
+
+PLUMPY = (
+    "the order is Wait(awaitable_or_None, next_step, message); plumpy's "
+    "Wait(continue_fn, msg, data) is Wait(None, continue_fn, msg) here"
+)
+
+
+def test_plumpys_order_is_an_error_that_says_how_to_write_it_here() -> None:
+    steps = _steps()
+    with pytest.raises(InvalidWaitError) as caught:
+        Wait(steps.after, "waiting for the data")  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "Wait got awaitable=Steps.after and next_step='waiting for the data': "
+        f"next_step is not callable; {PLUMPY}"
+    )
+    with pytest.raises(InvalidWaitError) as caught:
+        Wait(steps.after)  # plumpy's Wait(continue_fn)
+    assert str(caught.value) == (
+        "Wait got awaitable=Steps.after and next_step=None: "
+        f"the step to go on with is missing; {PLUMPY}"
+    )
+    with pytest.raises(InvalidWaitError, match=r"^Wait got awaitable=None and next_step=42: "):
+        Wait(None, 42)  # type: ignore[arg-type]
+
+
+def test_a_plain_function_is_not_something_to_wait_for() -> None:
+    steps = _steps()
+    with pytest.raises(InvalidWaitError) as caught:
+        Wait(steps.after, steps.after)
+    assert str(caught.value) == (
+        "Wait got awaitable=Steps.after and next_step=Steps.after: awaitable is a plain "
+        "(not async) callable; pass an awaitable, an async function that takes no arguments, "
+        f"or None to wait for resume(); {PLUMPY}"
+    )
+    assert isinstance(caught.value, TypeError)  # as Python's own complaints about arguments
+
+
+def test_an_async_function_that_needs_arguments_asks_did_you_mean_to_call_it() -> None:
+    steps = _steps()
+    with pytest.raises(InvalidWaitError) as caught:
+        Wait(steps.fetch, steps.after)
+    assert str(caught.value) == (
+        "Wait got awaitable=Steps.fetch and next_step=Steps.after: awaitable is an async "
+        "function that needs arguments (url, retries), not an awaitable: did you mean to call "
+        "it, Wait(fetch(...), next_step)?"
+    )
+    with pytest.raises(InvalidWaitError, match=r"needs arguments \(retries\)"):
+        Wait(functools.partial(steps.fetch, "https://example.org"), steps.after)
+
+
+def test_what_a_wait_accepts() -> None:
+    steps = _steps()
+    coro = _produce()
+    accepted = [
+        Wait(None, steps.after),
+        Wait(anyio.Event(), steps.after, "for the event"),
+        Wait(coro, steps.after),
+        Wait(steps.ready, steps.after),  # an async method taking only self: called, awaited
+        Wait(_produce, steps.after),
+        Wait(_AsyncCallable(), steps.after),
+        Wait(functools.partial(steps.fetch, "u", retries=1), steps.after),
+    ]
+    assert [w.next_step for w in accepted] == [steps.after] * len(accepted)
+    assert accepted[1].message == "for the event"
+    coro.close()
+
+
+class WaitsSwapped(Process):
+    def run(self) -> Any:
+        return Wait(self.after, self.produce())  # type: ignore[arg-type]
+
+    async def produce(self) -> int:  # pragma: no cover - closed, never run
+        return 1
+
+    def after(self, value: int) -> int:  # pragma: no cover - never resumed
+        return value
+
+
+class WaitsOnAStep(Process):
+    def run(self) -> Any:
+        return Wait(self.fetch, self.after)
+
+    async def fetch(self, url: str) -> str:  # pragma: no cover - never called
+        return url
+
+    def after(self, value: str) -> str:  # pragma: no cover - never resumed
+        return value
+
+
+@pytest.mark.parametrize("process_class", [WaitsSwapped, WaitsOnAStep])
+async def test_a_step_that_builds_a_bad_wait_excepts_at_once(
+    process_class: type[Process],
+) -> None:
+    async with Runner() as runner:
+        proc = runner.submit(process_class)
+        await proc.wait()
+    assert proc.state is S.EXCEPTED  # never WAITING: no watcher ever ran
+    assert [m.event for m in proc.history] == ["Start", "Fail"]
+    assert proc.state_data.type_name == "InvalidWaitError"  # type: ignore[union-attr]
+    assert proc.state_data.message.startswith(  # type: ignore[union-attr]
+        f"Wait got awaitable={process_class.__name__}."
+    )
+    with pytest.raises(ProcessExceptedError) as caught:
+        proc.result()
+    assert isinstance(caught.value.__cause__, InvalidWaitError)

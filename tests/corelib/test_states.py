@@ -339,7 +339,7 @@ def test_history_is_kept_out_of_the_cyclic_collector() -> None:
     machine = ProcessStateMachine(clock=lambda: next(times))
     assert machine.first_move_time is None
     machine.apply(Start())
-    moved = machine.process(Wait(None, "done"))
+    moved = machine.process(Wait(None, step_b))
     assert moved == Transition(ProcessState.RUNNING, ProcessState.WAITING, "Wait", 11.0)
     assert machine.history == (
         Transition(ProcessState.CREATED, ProcessState.RUNNING, "Start", 10.0),
