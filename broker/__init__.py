@@ -1,8 +1,15 @@
 """plumio's messaging layer: kiwipy's RPC, broadcast and task-queue semantics on anyio.
 
-The in-process :class:`MemoryBroker` carries messages between threads; each
-:class:`LoopCommunicator` is bound to the event loop (asyncio or trio) of the thread that opened
-it and runs its subscribers there. :class:`BlockingCommunicator` serves threads with no loop.
+This package is the core the backends build on, and it re-exports every public name: it owns
+the :class:`Communicator` interface (``abc``), the errors, the codec, broadcast filters and
+their routing index, where replies go (``_delivery``) and the loop machinery (``_wakeup``,
+``_spawn``, and ``_endpoint``, the loop side every communicator shares). The backends are
+subpackages above it, and the core never imports them: :mod:`broker.memory` (the in-process
+:class:`MemoryBroker`, which carries messages between threads, and its
+:class:`LoopCommunicator`, bound to the event loop that opened it), :mod:`broker.amqp`
+(:class:`AmqpCommunicator`, on RabbitMQ) and :mod:`broker.blocking`
+(:class:`BlockingCommunicator`, for threads with no loop, on top of the memory backend). The
+layering is a contract checked by import-linter (``.importlinter``; run ``lint-imports``).
 """
 
 from ._codec import Codec as Codec
