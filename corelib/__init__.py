@@ -39,6 +39,8 @@ from ._process import Process as Process
 from ._process import ProcessStatistics as ProcessStatistics
 from ._runner import Runner as Runner
 from ._runner import run as run
+from ._runner import run_get_process as run_get_process
+from ._runner import run_get_process_sync as run_get_process_sync
 from ._runner import run_sync as run_sync
 from ._states import NO_VALUE as NO_VALUE
 from ._states import Continue as Continue

@@ -140,6 +140,7 @@ _CURRENT: contextvars.ContextVar[Process | None] = contextvars.ContextVar(
 _Call = tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any]]
 
 _NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
+_NO_OUTPUTS: Final = AttributesFrozenDict()
 
 _CREATED, _RUNNING, _WAITING = ProcessState.CREATED, ProcessState.RUNNING, ProcessState.WAITING
 _FINISHED, _EXCEPTED, _KILLED = ProcessState.FINISHED, ProcessState.EXCEPTED, ProcessState.KILLED
@@ -478,7 +479,9 @@ class Process:
     def outputs(self) -> AttributesFrozenDict:
         """The outputs emitted so far, nested by namespace; an immutable snapshot."""
         if self._outputs_view is None:
-            self._outputs_view = AttributesFrozenDict(self._outputs or _NOTHING)
+            if self._outputs is None:
+                return _NO_OUTPUTS  # immutable, so shared (``run`` reads every process's)
+            self._outputs_view = AttributesFrozenDict(self._outputs)
         return self._outputs_view
 
     @property

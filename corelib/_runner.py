@@ -1,4 +1,5 @@
-"""The runner: owns the tasks in which processes run, plus ``run``/``run_sync``.
+"""The runner: owns the tasks in which processes run, plus ``run``/``run_sync`` and their
+``run_get_process`` twins.
 
 Every process runs inside a task the runner owns (or, for :meth:`Runner.run`, in the task that
 awaits it); nothing is fire-and-forget. The runner's tasks are children of a spawner
@@ -41,13 +42,15 @@ import anyio.lowlevel
 from broker._spawn import Spawner, open_spawner
 
 from ._errors import LoopRunningError, ProcessStateError, RunnerNotRunningError
+from ._frozen import AttributesFrozenDict
 from ._listener import ProcessListener
 from ._loader import ClassLoader
 from ._persistence import Checkpointer, CheckpointPolicy, continue_process
 from ._persisters import Persister
 from ._process import ControlHandle, Process, force_of
+from ._states import ProcessState
 
-__all__ = ["Runner", "run", "run_sync"]
+__all__ = ["Runner", "run", "run_get_process", "run_sync", "run_get_process_sync"]
 
 _P = TypeVar("_P", bound=Process)
 
@@ -291,8 +294,13 @@ class Runner:
         *,
         pid: str | None = None,
         listeners: Iterable[ProcessListener] = (),
-    ) -> Any:
-        """Run a process to its end and return ``process.result()``.
+    ) -> AttributesFrozenDict:
+        """Run a process to its end and return its outputs, as AiiDA's ``run`` does.
+
+        The outputs of a finished process are returned whether it succeeded or not (an
+        unsuccessful exit code is not an error; :meth:`run_get_process` gives the process, with
+        its ``exit_code`` and ``result()``). A process that excepted or was killed raises, as
+        ``process.result()`` does.
 
         The process is driven in the calling task, which owns it: no task is spawned for it
         unless it blocks (waits, or is paused), in which case the runner continues it once it
@@ -302,20 +310,40 @@ class Runner:
         Raises:
             RunnerNotRunningError: called outside the runner's ``async with`` block.
             PortValidationError: the inputs do not match the spec.
-            ProcessExceptedError: the process excepted.
+            ProcessExceptedError: the process excepted (the original exception is chained).
             ProcessKilledError: the process was killed.
         """
         process = await self._run(process_class, inputs, pid=pid, listeners=listeners)
-        return process.result()
+        return _outputs_of(process)
+
+    async def run_get_process(
+        self,
+        process_class: type[_P],
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        pid: str | None = None,
+        listeners: Iterable[ProcessListener] = (),
+    ) -> _P:
+        """Run a process to its end, like :meth:`run`, and return the process itself.
+
+        However it ended: it never raises for a process that excepted or was killed (call
+        ``process.result()`` for that), so that how it ended can be looked at: ``state``,
+        ``exit_code``, ``outputs``, ``exception``.
+
+        Raises:
+            RunnerNotRunningError: called outside the runner's ``async with`` block.
+            PortValidationError: the inputs do not match the spec.
+        """
+        return await self._run(process_class, inputs, pid=pid, listeners=listeners)
 
     async def _run(
         self,
-        process_class: type[Process],
+        process_class: type[_P],
         inputs: Mapping[str, Any] | None,
         *,
         pid: str | None,
         listeners: Iterable[ProcessListener],
-    ) -> Process:
+    ) -> _P:
         self._require_spawner()
         process = process_class(inputs, pid=pid, listeners=listeners)
         self._register(process)
@@ -465,31 +493,55 @@ async def run(
     *,
     pid: str | None = None,
     listeners: Iterable[ProcessListener] = (),
-) -> Any:
-    """Run one process in a fresh :class:`Runner` and return its result.
+) -> AttributesFrozenDict:
+    """Run one process in a fresh :class:`Runner` and return its outputs (AiiDA's ``run``).
 
     The process is driven in the calling task (see :meth:`Runner.run`); its children, if
-    any, run in the runner, which is left once they all terminated. The result is what its
-    last step returned (an unsuccessful ``ExitCode`` is returned, not raised).
+    any, run in the runner, which is left once they all terminated. The outputs of a finished
+    process are returned whether it succeeded or not; to see its exit code or what its last
+    step returned, use :func:`run_get_process`.
 
     Raises:
         PortValidationError: the inputs do not match the spec.
         ProcessExceptedError: the process excepted (the original exception is chained).
         ProcessKilledError: the process was killed.
     """
+    return _outputs_of(await run_get_process(process_class, inputs, pid=pid, listeners=listeners))
+
+
+async def run_get_process(
+    process_class: type[_P],
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    pid: str | None = None,
+    listeners: Iterable[ProcessListener] = (),
+) -> _P:
+    """Run one process in a fresh :class:`Runner`, like :func:`run`, and return the process.
+
+    It is returned however it ended (like AiiDA's ``run_get_node``, named after what it
+    returns): ``process.outputs``, ``process.exit_code`` and ``process.state`` tell how, and
+    ``process.result()`` returns what its last step returned or raises
+    :class:`~corelib.ProcessExceptedError` / :class:`~corelib.ProcessKilledError`.
+
+    Raises:
+        PortValidationError: the inputs do not match the spec.
+    """
     async with Runner() as runner:
         process = await runner._run(process_class, inputs, pid=pid, listeners=listeners)
-    return process.result()
+    return process
 
 
 def run_sync(
     process_class: type[Process],
     inputs: Mapping[str, Any] | None = None,
     *,
+    pid: str | None = None,
+    listeners: Iterable[ProcessListener] = (),
     backend: str = "asyncio",
     backend_options: dict[str, Any] | None = None,
-) -> Any:
-    """Run one process to the end from synchronous code (a script), on a new event loop.
+) -> AttributesFrozenDict:
+    """Run one process to the end from synchronous code (a script), on a new event loop, and
+    return its outputs.
 
     Same result and errors as :func:`run`. In async code (a thread that runs an event loop,
     e.g. a test or a step) ``await corelib.run(...)`` instead.
@@ -497,6 +549,8 @@ def run_sync(
     Args:
         process_class: the process to run.
         inputs: its raw inputs.
+        pid: its process id (by default a fresh one).
+        listeners: listeners to attach from the start.
         backend: ``"asyncio"`` or ``"trio"``.
         backend_options: passed to :func:`anyio.run`.
 
@@ -506,14 +560,53 @@ def run_sync(
         ProcessExceptedError: the process excepted (the original exception is chained).
         ProcessKilledError: the process was killed.
     """
+    process = run_get_process_sync(
+        process_class,
+        inputs,
+        pid=pid,
+        listeners=listeners,
+        backend=backend,
+        backend_options=backend_options,
+    )
+    return _outputs_of(process)
+
+
+def run_get_process_sync(
+    process_class: type[_P],
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    pid: str | None = None,
+    listeners: Iterable[ProcessListener] = (),
+    backend: str = "asyncio",
+    backend_options: dict[str, Any] | None = None,
+) -> _P:
+    """:func:`run_get_process` from synchronous code: run one process to the end on a new event
+    loop and return it, however it ended.
+
+    The process is terminal and its loop gone: read its state, outputs, exit code and
+    ``result()``; don't await anything of it.
+
+    Raises:
+        LoopRunningError: the calling thread already runs an event loop (nothing was run).
+        PortValidationError: the inputs do not match the spec.
+    """
     library = _running_loop_library()
     if library is not None:
         raise LoopRunningError(library)
     return anyio.run(
-        functools.partial(run, process_class, inputs),
+        functools.partial(
+            run_get_process, process_class, inputs, pid=pid, listeners=tuple(listeners)
+        ),
         backend=backend,
         backend_options=backend_options,
     )
+
+
+def _outputs_of(process: Process) -> AttributesFrozenDict:
+    """The outputs of a finished process, successful or not; raises if it ended otherwise."""
+    if process.state is not ProcessState.FINISHED:
+        process.result()  # raises ProcessExceptedError / ProcessKilledError
+    return process.outputs
 
 
 def _running_loop_library() -> str | None:

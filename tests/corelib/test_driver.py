@@ -194,8 +194,8 @@ class AsyncWhere(Process):
 async def test_run_drives_the_process_in_the_calling_task() -> None:
     me = anyio.get_current_task().id
     async with Runner() as runner:
-        assert await runner.run(SyncWhere) == me
-        assert await runner.run(AsyncWhere) == me
+        assert (await runner.run_get_process(SyncWhere)).result() == me
+        assert (await runner.run_get_process(AsyncWhere)).result() == me
         assert not runner.processes
 
 
@@ -205,7 +205,8 @@ async def test_run_of_a_process_that_waits_returns_once_resumed() -> None:
         watcher = StateReached(S.WAITING)
 
         async def call() -> None:
-            results.append(await runner.run(Waiter, pid="w", listeners=[watcher]))
+            done = await runner.run_get_process(Waiter, pid="w", listeners=[watcher])
+            results.append(done.result())
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)

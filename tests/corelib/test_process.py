@@ -33,6 +33,8 @@ from corelib import (
     Wait,
     Waiting,
     run,
+    run_get_process,
+    run_get_process_sync,
     run_sync,
 )
 from corelib._states import EVENT_TYPES, TRANSITIONS, Start
@@ -171,7 +173,7 @@ async def test_none_finishes_successfully() -> None:
 
 
 async def test_plain_value_is_result() -> None:
-    assert await run(ReturnsValue, {"value": {"a": 1}}) == {"a": 1}
+    assert (await run_get_process(ReturnsValue, {"value": {"a": 1}})).result() == {"a": 1}
 
 
 async def test_exit_code_finishes_with_status() -> None:
@@ -707,7 +709,7 @@ async def test_start_returns_once_driving() -> None:
         proc = await runner.start(GatedFinal, {"gate": gate})
         assert proc.statistics().driving
         gate.release()
-        assert await runner.run(ReturnsValue, {"value": 2}) == 2
+        assert (await runner.run_get_process(ReturnsValue, {"value": 2})).result() == 2
 
 
 async def test_runner_body_exception_is_unwrapped() -> None:
@@ -745,7 +747,7 @@ class Parent(Process):
 
 
 async def test_child_submitted_from_step_in_same_runner() -> None:
-    assert await run(Parent) == ("parent got", "from child")
+    assert (await run_get_process(Parent)).result() == ("parent got", "from child")
 
 
 class Current(Process):
@@ -755,7 +757,7 @@ class Current(Process):
 
 async def test_current_process() -> None:
     assert Process.current() is None
-    assert await run(Current) is True
+    assert (await run_get_process(Current)).result() is True
 
 
 async def test_run_raises_specific_errors() -> None:
@@ -767,7 +769,8 @@ async def test_run_raises_specific_errors() -> None:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_run_sync(backend: str) -> None:
-    assert run_sync(ReturnsValue, {"value": 5}, backend=backend) == 5
+    assert run_get_process_sync(ReturnsValue, {"value": 5}, backend=backend).result() == 5
+    assert run_sync(ReturnsValue, {"value": 5}, backend=backend) == {}  # the outputs: none
     with pytest.raises(ProcessExceptedError):
         run_sync(Fails, backend=backend)
 
@@ -863,7 +866,8 @@ def test_public_surface() -> None:
     import corelib
 
     for name in (
-        "Process", "ProcessListener", "Runner", "run", "run_sync", "ProcessState", "Continue",
+        "Process", "ProcessListener", "Runner", "run", "run_sync", "run_get_process",
+        "run_get_process_sync", "InvalidWaitError", "ProcessState", "Continue",
         "Wait", "Kill", "ControlOutcome", "ControlHandle", "ProcessStatistics", "Transition",
         "Created", "Running", "Waiting", "Finished", "Excepted", "Killed", "ProcessError",
         "InvalidTransitionError", "ProcessStateError", "ProcessNotFinishedError",

@@ -9,7 +9,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from corelib import ProcessError, run, run_sync
+from corelib import ProcessError, run, run_get_process_sync, run_sync
 from corelib._errors import LoopRunningError
 
 from ._procs import ReturnsValue
@@ -35,11 +35,11 @@ async def test_run_sync_in_a_running_loop_raises_a_specific_error(anyio_backend_
     assert isinstance(info.value, RuntimeError)  # what anyio raised, so old handlers still work
     assert isinstance(info.value, ProcessError)
     assert Counted.created == before  # nothing was created, let alone run
-    assert await run(Counted, {"value": 1}) == 1  # what the message advises
+    assert await run(Counted, {"value": 1}) == {}  # what the message advises: the outputs
 
 
 async def test_run_sync_from_a_worker_thread_of_a_running_loop(anyio_backend_name: str) -> None:
     def in_thread() -> Any:
-        return run_sync(ReturnsValue, {"value": 7}, backend=anyio_backend_name)
+        return run_get_process_sync(ReturnsValue, {"value": 7}, backend=anyio_backend_name)
 
-    assert await anyio.to_thread.run_sync(in_thread) == 7
+    assert (await anyio.to_thread.run_sync(in_thread)).result() == 7
