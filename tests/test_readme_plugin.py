@@ -85,10 +85,11 @@ def _assemble_wheel(dest: Path) -> Path:
     name, version = project["name"], project["version"]
     files: dict[str, bytes] = {}
     for package in setuptools_config["packages"]:
+        folder = package.replace(".", "/")
         patterns = ["*.py", *setuptools_config.get("package-data", {}).get(package, [])]
         for pattern in patterns:
-            for path in sorted((ROOT / package).glob(pattern)):
-                files[f"{package}/{path.name}"] = path.read_bytes()
+            for path in sorted((ROOT / folder).glob(pattern)):
+                files[f"{folder}/{path.name}"] = path.read_bytes()
     groups = {"console_scripts": project.get("scripts", {}), **project.get("entry-points", {})}
     entry_points = "".join(
         f"[{group}]\n" + "".join(f"{key} = {value}\n" for key, value in entries.items()) + "\n"
