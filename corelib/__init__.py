@@ -86,6 +86,7 @@ from ._loader import ClassLoader as ClassLoader
 from ._loader import class_identifier as class_identifier
 from ._persistence import Checkpointer as Checkpointer
 from ._persistence import CheckpointPolicy as CheckpointPolicy
+from ._persistence import ChildrenNotFoundError as ChildrenNotFoundError
 from ._persistence import NotCheckpointableError as NotCheckpointableError
 from ._persistence import checkpoint_of as checkpoint_of
 from ._persistence import continue_process as continue_process

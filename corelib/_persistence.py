@@ -21,6 +21,12 @@ the same results as an uninterrupted run whenever the steps themselves are deter
 :func:`continue_process` loads a process by pid and launches it in a runner; a waiting
 WorkChain re-attaches to its children by pid, continuing those too when they are not running
 yet (a child that already terminated is loaded, not run again).
+
+A WorkChain rebuilt by :func:`load_process` and launched by hand (``runner.launch``) finds its
+children the same way: :func:`reattach_children` (called by the launch) takes those running in
+that runner, the others are continued from the runner's persister when it next runs
+(:func:`continue_children`), and without a persister the launch raises
+:class:`ChildrenNotFoundError` at once, so that it never waits for children nobody runs.
 """
 
 from __future__ import annotations
@@ -35,7 +41,12 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from ._checkpoint import Checkpoint, CheckpointError, CorruptCheckpointError
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+)
 from ._frozen import _NOT_MAPPINGS, AttributesFrozenDict
 from ._listener import ProcessListener
 from ._loader import ClassLoader, class_identifier
@@ -63,7 +74,9 @@ __all__ = [
     "checkpoint_of",
     "load_process",
     "continue_process",
+    "continue_children",
     "NotCheckpointableError",
+    "ChildrenNotFoundError",
 ]
 
 logger = logging.getLogger("corelib.persistence")
@@ -72,6 +85,39 @@ logger = logging.getLogger("corelib.persistence")
 class NotCheckpointableError(CheckpointError):
     """Raised when a process can't be checkpointed now (mid-step), or can't be re-attached to
     what it was waiting for."""
+
+
+_NO_PERSISTER: Final = (
+    "which don't run in this runner, and the runner has no persister to continue them from: "
+    "launch them in this runner first, or launch it in a runner with a persister that holds "
+    "their checkpoints (or use continue_process(runner, persister, pid))"
+)
+_NOT_PERSISTED: Final = (
+    "which don't run in this runner, and its persister holds no checkpoint of them"
+)
+
+
+@final
+class ChildrenNotFoundError(NotCheckpointableError):
+    """Raised when a WorkChain rebuilt from a checkpoint while it waited on children can't find
+    them: they don't run in the runner it is launched in, and they can't be continued from a
+    persister (the runner has none, or it holds no checkpoint of them).
+
+    Raised at once by :meth:`Runner.launch` when the runner has no persister (nothing is
+    launched), by :func:`continue_process` before anything is launched, and otherwise (the
+    runner's persister turns out to lack a checkpoint) it is what the WorkChain excepts with.
+
+    Args:
+        pid: the WorkChain's pid.
+        children: ``(ctx key, child pid)`` of every child not found.
+        reason: what is missing, and what to do.
+    """
+
+    def __init__(self, pid: str, children: list[tuple[str, str]], reason: str) -> None:
+        listed = ", ".join(f"{child} (ctx key {key!r})" for key, child in children)
+        super().__init__(f"workchain {pid} waits for children {listed}, {reason}")
+        self.pid = pid
+        self.children = tuple(children)
 
 
 class CheckpointPolicy(enum.Enum):
@@ -203,6 +249,12 @@ def _method(process: Process, name: str, pid: str) -> Any:
 def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -> Process:
     """Rebuild the process a checkpoint describes (not launched; no hook runs).
 
+    A WorkChain that waited on children knows them by pid only; launching it
+    (``runner.launch(process)``) finds them again: those running in that runner are
+    re-attached, the others are continued from the runner's persister, and without one the
+    launch raises :class:`ChildrenNotFoundError` at once. :func:`continue_process` does all of
+    it from any persister.
+
     Args:
         checkpoint: what :func:`checkpoint_of` took.
         loader: resolves ``process_class``; only allowed module prefixes are imported.
@@ -251,12 +303,33 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_ATOMS: Final = frozenset({str, int, float, bool, type(None), AttributesFrozenDict, tuple})
+
+
+def _containers_copied(value: Any) -> Any:
+    """``value`` with every ``dict`` and ``list`` in it copied (other values are shared)."""
+    kind = type(value)
+    if kind is dict:
+        copied = value.copy()
+        for key, item in copied.items():
+            item_kind = type(item)
+            if item_kind is list or item_kind is dict:
+                copied[key] = _containers_copied(item)  # same keys: iterating stays valid
+        return copied
+    if kind is list:
+        if set(map(type, value)) <= _ATOMS:
+            return value.copy()  # the common case, in one C call
+        return [_containers_copied(item) for item in value]
+    return value
+
+
 def _restore_workchain(process: Process, checkpoint: Checkpoint) -> None:
     from ._workchain import AttributesDict, WorkChain, _Awaited, _PendingChild
 
     if not isinstance(process, WorkChain):
         return
-    process.ctx = AttributesDict(checkpoint.ctx or {})
+    # copied: the process changes its ctx (appends to lists), and a checkpoint is a value
+    process.ctx = AttributesDict(_containers_copied(checkpoint.ctx) if checkpoint.ctx else {})
     if checkpoint.cursor is not None:
         process._cursor = tuple(checkpoint.cursor)
     process._awaiting = [
@@ -407,6 +480,8 @@ async def continue_process(
 
     Raises:
         CheckpointNotFoundError: no checkpoint of ``pid`` (and ``tag``).
+        ChildrenNotFoundError: a WorkChain waits for children that don't run in ``runner``
+            and of which ``persister`` holds no checkpoint; nothing of it was launched.
         CheckpointError: the checkpoint can't be loaded (see :func:`load_process`).
     """
     running = runner.processes.get(pid)
@@ -416,15 +491,83 @@ async def continue_process(
     process = load_process(checkpoint, loader=loader)
     if process.has_terminated():
         return process
-    awaited = getattr(process, "_awaiting", None)
-    if awaited:
-        process._awaiting = [  # type: ignore[attr-defined]
-            attrs.evolve(
-                entry,
-                target=await continue_process(runner, persister, entry.target.pid, loader=loader),
-            )
-            for entry in awaited
-        ]
-    runner.launch(process)
-    process._rewait()
+    await continue_children(process, runner, persister, loader=loader)
+    runner.launch(process)  # waits again on what it waited for
     return process
+
+
+async def continue_children(
+    process: Process,
+    runner: Runner,
+    persister: Persister | None,
+    *,
+    loader: ClassLoader | None = None,
+) -> None:
+    """Find the children a WorkChain rebuilt from a checkpoint knows only by pid: each is the
+    process of that pid running in ``runner``, or is continued there from ``persister`` (see
+    :func:`continue_process`). Anything else is left alone.
+
+    Raises:
+        ChildrenNotFoundError: some children don't run in ``runner``, and ``persister`` is
+            ``None`` or holds no checkpoint of them.
+    """
+    from ._workchain import _PendingChild
+
+    awaited = getattr(process, "_awaiting", None)
+    if not awaited or not any(type(a.target) is _PendingChild for a in awaited):
+        return
+    found: dict[str, Process] = {}
+    missing: list[tuple[str, str]] = []
+    for entry in awaited:
+        target = entry.target
+        if type(target) is not _PendingChild or target.pid in found:
+            continue
+        child = runner.processes.get(target.pid)
+        if child is None and persister is not None:
+            try:
+                child = await continue_process(runner, persister, target.pid, loader=loader)
+            except CheckpointNotFoundError:
+                child = None
+        if child is None:
+            missing.append((entry.key, target.pid))
+        else:
+            found[target.pid] = child
+    if missing:
+        reason = _NO_PERSISTER if persister is None else _NOT_PERSISTED
+        raise ChildrenNotFoundError(process.pid, missing, reason)
+    process._awaiting = [  # type: ignore[attr-defined]
+        attrs.evolve(entry, target=found[entry.target.pid])
+        if type(entry.target) is _PendingChild
+        else entry
+        for entry in awaited
+    ]
+
+
+def reattach_children(process: Process, runner: Runner) -> None:
+    """Before ``runner`` launches a process rebuilt from a checkpoint: re-attach a WorkChain
+    to the children it knows by pid that run in ``runner``; those that don't are continued
+    from the runner's persister once it runs (:func:`continue_children`).
+
+    Raises:
+        ChildrenNotFoundError: some children don't run in ``runner``, which has no persister.
+    """
+    from ._workchain import _PendingChild
+
+    awaited = getattr(process, "_awaiting", None)
+    if not awaited or not any(type(a.target) is _PendingChild for a in awaited):
+        return
+    running = runner.processes
+    resolved = []
+    missing: list[tuple[str, str]] = []
+    for entry in awaited:
+        target = entry.target
+        if type(target) is _PendingChild:
+            child = running.get(target.pid)
+            if child is not None:
+                entry = attrs.evolve(entry, target=child)
+            elif (entry.key, target.pid) not in missing:
+                missing.append((entry.key, target.pid))
+        resolved.append(entry)
+    if missing and runner.persister is None:
+        raise ChildrenNotFoundError(process.pid, missing, _NO_PERSISTER)
+    process._awaiting = resolved  # type: ignore[attr-defined]

@@ -45,7 +45,7 @@ from ._errors import LoopRunningError, ProcessStateError, RunnerNotRunningError
 from ._frozen import AttributesFrozenDict
 from ._listener import ProcessListener
 from ._loader import ClassLoader
-from ._persistence import Checkpointer, CheckpointPolicy, continue_process
+from ._persistence import Checkpointer, CheckpointPolicy, continue_process, reattach_children
 from ._persisters import Persister
 from ._process import ControlHandle, Process, force_of
 from ._states import ProcessState
@@ -216,6 +216,11 @@ class Runner:
         return self._persister
 
     @property
+    def loader(self) -> ClassLoader | None:
+        """What loads the classes of checkpoints continued here (``None``: the default)."""
+        return self._loader
+
+    @property
     def checkpointer(self) -> Checkpointer | None:
         """The listener that checkpoints this runner's processes (``None`` without a
         persister)."""
@@ -231,6 +236,8 @@ class Runner:
             RunnerNotRunningError: outside the ``async with`` block.
             ProcessStateError: the runner has no persister.
             CheckpointNotFoundError: no checkpoint of ``pid``.
+            ChildrenNotFoundError: a WorkChain waits for children of which the persister
+                holds no checkpoint (and that don't run here).
         """
         self._require_spawner()
         if self._persister is None:
@@ -262,12 +269,27 @@ class Runner:
     def launch(self, process: _P) -> _P:
         """Start running an already created process; returns at once.
 
+        A process rebuilt from a checkpoint (:func:`~corelib.load_process`) goes on from
+        where it was: one that was waiting waits again, and a WorkChain that waited on
+        children finds them by pid, running in this runner or else continued from this
+        runner's persister (a child the persister holds no checkpoint of makes it except
+        with :class:`~corelib.ChildrenNotFoundError`).
+
         Raises:
             RunnerNotRunningError: called outside the runner's ``async with`` block.
             ProcessStateError: the process was launched before, or its pid is taken.
+            ChildrenNotFoundError: a rebuilt WorkChain waits for children that don't run
+                here, and this runner has no persister to continue them from; nothing was
+                launched.
         """
+        restored = process._machine._state is not ProcessState.CREATED
+        if restored:
+            self._require_spawner()
+            reattach_children(process, self)
         self._register(process)
         self._enqueue(process)
+        if restored:
+            process._rewait()
         return process
 
     async def start(

@@ -368,7 +368,18 @@ class WorkChain(Process):
         keys = ", ".join(sorted({a.key for a in self._awaiting}))
         return f"waiting for {keys}"
 
+    async def _find_children(self) -> None:
+        """Continue the children known only by pid (the WorkChain was rebuilt from a
+        checkpoint; those running in its runner were re-attached when it was launched)."""
+        if not any(type(a.target) is _PendingChild for a in self._awaiting):
+            return
+        from ._persistence import continue_children
+
+        runner = self.runner
+        await continue_children(self, runner, runner.persister, loader=runner.loader)
+
     async def _wait_for_children(self) -> None:
+        await self._find_children()
         for awaited in tuple(self._awaiting):
             target = awaited.target
             if isinstance(target, Process):
@@ -379,6 +390,7 @@ class WorkChain(Process):
                 await target.wait()
 
     async def _children_done(self, _value: Any = None) -> Any:
+        await self._find_children()
         for awaited in tuple(self._awaiting):
             value = await self._result_of(awaited)
             if awaited.append:
