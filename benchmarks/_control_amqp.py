@@ -40,9 +40,9 @@ import anyio
 
 from broker import AmqpCommunicator, amqp_problem
 from corelib import Runner
-from corelib._control import ProcessControl
-from corelib._controller import ProcessController
-from corelib._launcher import ProcessLauncher
+from corelib.control._binding import ProcessControl
+from corelib.control._controller import ProcessController
+from corelib.control._launcher import ProcessLauncher
 
 from ._control_models import Double, Waiter
 

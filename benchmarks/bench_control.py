@@ -47,8 +47,8 @@ from typing import Any
 import anyio
 
 from broker import BlockingCommunicator, LoopCommunicator, MemoryBroker
-from corelib._controller import BlockingProcessController, ProcessController
-from corelib._worker import Worker
+from corelib.cluster._worker import Worker
+from corelib.control._controller import BlockingProcessController, ProcessController
 
 from . import _control_amqp, _floors
 from ._control_models import Double, Waiter

@@ -164,7 +164,7 @@ def test_the_plugin_example_passes_in_a_fresh_project(user_python: Path, tmp_pat
         [
             user_python,
             "-c",
-            "import corelib.pytest_plugin as p, sys; print(p.__file__, sys.prefix)",
+            "import corelib.testing.pytest_plugin as p, sys; print(p.__file__, sys.prefix)",
         ],
         cwd=project,
     ).split()

@@ -31,8 +31,8 @@ import anyio
 
 from broker import AmqpCommunicator
 from corelib import ClassLoader, Runner, SqlitePersister, WorkChain
-from corelib._control import ProcessControl
-from corelib._launcher import ProcessLauncher
+from corelib.control._binding import ProcessControl
+from corelib.control._launcher import ProcessLauncher
 
 #: Identical in every communicator of a namespace (they are part of the queue declarations).
 QUEUE_EXPIRES = 60.0

@@ -13,7 +13,7 @@ import attrs
 from hypothesis import strategies as st
 
 from corelib import AttributesFrozenDict, ExitCode
-from corelib._checkpoint import CHECKPOINT_STATES, Checkpoint, CheckpointCodec
+from corelib.persistence._checkpoint import CHECKPOINT_STATES, Checkpoint, CheckpointCodec
 
 
 @attrs.frozen

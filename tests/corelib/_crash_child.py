@@ -13,8 +13,8 @@ import sys
 
 import anyio
 
-from corelib._checkpoint import Checkpoint
-from corelib._persisters import FilePersister, Persister, SqlitePersister
+from corelib.persistence._checkpoint import Checkpoint
+from corelib.persistence._persisters import FilePersister, Persister, SqlitePersister
 
 KEYS: list[tuple[str, str | None]] = [
     ("p0", None),

@@ -24,10 +24,10 @@ from corelib import (
     ProcessKilledError,
     Runner,
 )
-from corelib._control import ProcessControl
-from corelib._controller import BlockingProcessController, ProcessController, outcome_error
-from corelib._launcher import ProcessLauncher
-from corelib._worker import Worker
+from corelib.cluster._worker import Worker
+from corelib.control._binding import ProcessControl
+from corelib.control._controller import BlockingProcessController, ProcessController, outcome_error
+from corelib.control._launcher import ProcessLauncher
 
 from ._remote_procs import BOUND, Double, Fails, Waiter
 

@@ -19,9 +19,9 @@ from broker import (
     UnroutableError,
 )
 from corelib import ControlOutcome, PortValidationError, Process, ProcessState
-from corelib._controller import BlockingProcessController
-from corelib._errors import ProcessError, RunnerNotRunningError
-from corelib._worker import LocalCluster, ProcessNotFoundError, Worker
+from corelib.cluster._worker import LocalCluster, ProcessNotFoundError, Worker
+from corelib.control._controller import BlockingProcessController
+from corelib.process._errors import ProcessError, RunnerNotRunningError
 
 from ._remote_procs import BOUND, Double, Waiter
 

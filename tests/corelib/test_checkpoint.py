@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 
 from corelib import AttributesFrozenDict, ExitCode, ProcessError
-from corelib._checkpoint import (
+from corelib.persistence._checkpoint import (
     CHECKPOINT_VERSION,
     Checkpoint,
     CheckpointCodec,
@@ -26,7 +26,7 @@ from corelib._checkpoint import (
     ForbiddenClassError,
     UnknownClassError,
 )
-from corelib._loader import ClassLoader, class_identifier
+from corelib.persistence._loader import ClassLoader, class_identifier
 
 from ._checkpoint_helpers import (
     Colour,
@@ -491,7 +491,7 @@ def test_class_identifier_and_default_loader() -> None:
     loader = ClassLoader()
     assert loader.load("tests.corelib.test_checkpoint:Outer.Inner") is Outer.Inner
     # plumio's own package is always allowed by default.
-    assert loader.load("corelib._exit_code:ExitCode") is ExitCode
+    assert loader.load("corelib.process._exit_code:ExitCode") is ExitCode
     repr(loader)  # smoke test
 
 

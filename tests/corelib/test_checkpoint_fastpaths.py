@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corelib import AttributesFrozenDict, ExitCode, WorkChain
-from corelib._checkpoint import (
+from corelib.persistence._checkpoint import (
     _OMITTED_WHEN_EMPTY,
     Checkpoint,
     CheckpointCodec,
@@ -41,7 +41,7 @@ from corelib._checkpoint import (
     _shape_ok,
     _shape_problem,
 )
-from corelib._persisters import INLINE_IO_BYTES, FilePersister, InMemoryPersister
+from corelib.persistence._persisters import INLINE_IO_BYTES, FilePersister, InMemoryPersister
 
 from ._checkpoint_helpers import (
     Point,

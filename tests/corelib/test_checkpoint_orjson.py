@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 
 from corelib import AttributesFrozenDict, InMemoryPersister, Runner, SqlitePersister
-from corelib._checkpoint import (
+from corelib.persistence._checkpoint import (
     Checkpoint,
     CheckpointCodec,
     CheckpointEncodeError,
@@ -29,9 +29,9 @@ from corelib._checkpoint import (
     _orjson_enabled,
     _orjson_ready,
 )
-from corelib._frozen import thaw
-from corelib._loader import class_identifier
-from corelib._persistence import checkpoint_of
+from corelib.persistence._loader import class_identifier
+from corelib.persistence._save_load import checkpoint_of
+from corelib.process._frozen import thaw
 
 from ._checkpoint_helpers import assert_same_checkpoint, checkpoints, plain_values, user_codec
 from .test_checkpoint_fastpaths import native_checkpoints

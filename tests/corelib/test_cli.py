@@ -15,9 +15,9 @@ from typing import Any
 import attrs
 import pytest
 
-import corelib._cli
-from corelib._cli import main, simulate_main
-from corelib._simulate import SimulationConfig, simulate
+import corelib.cluster._cli
+from corelib.cluster._cli import main, simulate_main
+from corelib.cluster._simulate import SimulationConfig, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ class _NoRun:
 
 @pytest.fixture
 def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(corelib._cli, "simulate", _NoRun())
+    monkeypatch.setattr(corelib.cluster._cli, "simulate", _NoRun())
 
 
 @pytest.fixture
@@ -212,7 +212,7 @@ def test_every_config_field_is_an_option_passed_through(
         seen.append(config)
         return _FakeResult()
 
-    monkeypatch.setattr(corelib._cli, "simulate", fake_simulate)
+    monkeypatch.setattr(corelib.cluster._cli, "simulate", fake_simulate)
     assert simulate_main([]) == 0
     assert seen.pop() == SimulationConfig()
     # a value other than the default for each field, as the command line spells it
@@ -243,8 +243,8 @@ def test_a_value_simulation_config_refuses_is_a_one_line_error(
             return SimulationConfig()
         raise ValueError(f"workers must be <= 64\n(this machine), got {kwargs['workers']}")
 
-    monkeypatch.setattr(corelib._cli, "SimulationConfig", strict_config)
-    monkeypatch.setattr(corelib._cli, "simulate", _NoRun())
+    monkeypatch.setattr(corelib.cluster._cli, "SimulationConfig", strict_config)
+    monkeypatch.setattr(corelib.cluster._cli, "simulate", _NoRun())
     assert main(["simulate", "--workers", "65"]) == 2
     line = _error_line(capsys.readouterr().err)
     assert line == (
@@ -262,7 +262,7 @@ def test_a_json_file_that_cannot_be_written_after_the_run_is_exit_status_1(
         (tmp_path / "later").rmdir()
         return _FakeResult()
 
-    monkeypatch.setattr(corelib._cli, "simulate", vanishing_directory)
+    monkeypatch.setattr(corelib.cluster._cli, "simulate", vanishing_directory)
     assert simulate_main(["--json", str(out)]) == 1
     out_text, err = capsys.readouterr()
     assert "tasks lost" in out_text  # the summary is still printed
@@ -410,7 +410,7 @@ def test_excepted_processes_are_logged_only_with_log_failures(
         seen.append(logging.getLogger("corelib.process").getEffectiveLevel())
         return simulate(attrs.evolve(config, workchains=1), **_kw)
 
-    monkeypatch.setattr(corelib._cli, "simulate", fake_simulate)
+    monkeypatch.setattr(corelib.cluster._cli, "simulate", fake_simulate)
     args = ["--workchains", "1", "--workers", "1", "--storm-threads", "0", "--quiet"]
     assert simulate_main(args + (["--log-failures"] if log_failures else [])) == 0
     assert (seen[0] <= logging.WARNING) is log_failures

@@ -20,7 +20,7 @@ from corelib import (
     Runner,
     Wait,
 )
-from corelib._states import Request
+from corelib.process._states import Request
 
 from ._procs import (
     BOUND,

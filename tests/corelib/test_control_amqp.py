@@ -10,9 +10,9 @@ import pytest
 
 from broker import BroadcastFilter, UnroutableError
 from corelib import ControlOutcome, Process, ProcessListener, ProcessState, Runner
-from corelib._control import ProcessControl
-from corelib._controller import ProcessController
-from corelib._launcher import ProcessLauncher
+from corelib.control._binding import ProcessControl
+from corelib.control._controller import ProcessController
+from corelib.control._launcher import ProcessLauncher
 
 from ..broker.conftest import AMQP_URL, amqp_namespace, require_amqp
 from ._remote_procs import Double, Waiter

@@ -19,9 +19,9 @@ from broker import (
     UnroutableError,
 )
 from corelib import ControlOutcome, InMemoryPersister, Process, ProcessState, Runner
-from corelib._control import ProcessControl, RemoteProcess, control_of, status_of, to_plain
-from corelib._controller import ProcessController, continue_body, launch_body
-from corelib._launcher import ProcessLauncher
+from corelib.control._binding import ProcessControl, RemoteProcess, control_of, status_of, to_plain
+from corelib.control._controller import ProcessController, continue_body, launch_body
+from corelib.control._launcher import ProcessLauncher
 
 from ._remote_procs import BOUND, Double, Fails, ParentOfWaiters, Waiter
 
@@ -294,7 +294,7 @@ async def test_continue_from_a_created_checkpoint(
     launcher_env: tuple[Env, InMemoryPersister],
 ) -> None:
     env, persister = launcher_env
-    from corelib._persistence import checkpoint_of
+    from corelib.persistence._save_load import checkpoint_of
 
     await persister.save_checkpoint(checkpoint_of(Double({"x": 2}, pid="saved")))
     with anyio.fail_after(BOUND):

@@ -30,7 +30,7 @@ import pytest
 
 from broker import AmqpCommunicator, BroadcastFilter, RemoteError, UnroutableError
 from corelib import ControlOutcome
-from corelib._controller import ProcessController
+from corelib.control._controller import ProcessController
 
 from ..broker.conftest import AMQP_URL, amqp_namespace, require_amqp
 from ._amqp_worker_child import HoldingChain, make_communicator

@@ -13,8 +13,8 @@ import pytest
 
 from broker import BlockingCommunicator, LoopCommunicator, MemoryBroker, UnroutableError
 from corelib import ControlOutcome, InMemoryPersister
-from corelib._controller import BlockingProcessController, ProcessController
-from corelib._worker import LocalCluster, Worker
+from corelib.cluster._worker import LocalCluster, Worker
+from corelib.control._controller import BlockingProcessController, ProcessController
 
 from ._remote_procs import BOUND, Blocker, Double, Parent, Sleeper, ThreadProbe, Waiter
 

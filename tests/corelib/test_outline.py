@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corelib import ExitCode
-from corelib._outline import (
+from corelib.workchain._outline import (
     DONE,
     Block,
     Evaluate,

@@ -17,7 +17,7 @@ from corelib import (
     ProcessState,
     Runner,
 )
-from corelib._persistence import (
+from corelib.persistence._save_load import (
     CheckpointPolicy,
     NotCheckpointableError,
     checkpoint_of,

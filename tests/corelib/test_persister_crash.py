@@ -23,8 +23,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from corelib._checkpoint import CheckpointNotFoundError
-from corelib._persisters import FilePersister, PersistedCheckpoint
+from corelib.persistence._checkpoint import CheckpointNotFoundError
+from corelib.persistence._persisters import FilePersister, PersistedCheckpoint
 
 from ._checkpoint_helpers import assert_same_checkpoint
 from ._crash_child import KEYS, key_of, make_checkpoint, open_persister

@@ -21,8 +21,9 @@ import pytest
 from anyio.lowlevel import checkpoint as yield_once
 from hypothesis import given, settings
 
-from corelib import AttributesFrozenDict, ExitCode, InMemoryPersister, SqlitePersister, _persisters
-from corelib._checkpoint import (
+from corelib import AttributesFrozenDict, ExitCode, InMemoryPersister, SqlitePersister
+from corelib.persistence import _persisters
+from corelib.persistence._checkpoint import (
     CHECKPOINT_VERSION,
     Checkpoint,
     CheckpointCodec,

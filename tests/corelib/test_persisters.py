@@ -18,7 +18,7 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from corelib._checkpoint import (
+from corelib.persistence._checkpoint import (
     Checkpoint,
     CheckpointEncodeError,
     CheckpointNotFoundError,
@@ -26,7 +26,7 @@ from corelib._checkpoint import (
     CorruptCheckpointError,
     PersisterClosedError,
 )
-from corelib._persisters import (
+from corelib.persistence._persisters import (
     FilePersister,
     InMemoryPersister,
     PersistedCheckpoint,

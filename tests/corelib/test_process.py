@@ -37,7 +37,7 @@ from corelib import (
     run_get_process_sync,
     run_sync,
 )
-from corelib._states import EVENT_TYPES, TRANSITIONS, Start
+from corelib.process._states import EVENT_TYPES, TRANSITIONS, Start
 
 from ._procs import (
     BOUND,
@@ -873,4 +873,4 @@ def test_public_surface() -> None:
         "InvalidTransitionError", "ProcessStateError", "ProcessNotFinishedError",
         "ProcessExceptedError", "ProcessKilledError", "RunnerNotRunningError",
     ):  # fmt: skip
-        assert getattr(corelib, name).__module__.startswith("corelib._")
+        assert getattr(corelib, name).__module__.startswith("corelib.")

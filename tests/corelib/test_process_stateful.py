@@ -46,7 +46,7 @@ from corelib import (
     Transition,
     Wait,
 )
-from corelib._states import EVENT_TYPES, TRANSITIONS, Action, Request, decide
+from corelib.process._states import EVENT_TYPES, TRANSITIONS, Action, Request, decide
 
 BOUND = 5
 MAX_PROCESSES = 4

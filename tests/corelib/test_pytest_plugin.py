@@ -10,9 +10,9 @@ import anyio
 
 from broker import LoopCommunicator, MemoryBroker
 from corelib import ControlOutcome, ProcessState, Runner, pytest_plugin
-from corelib._controller import ProcessController
-from corelib._worker import LocalCluster
-from corelib.pytest_plugin import process_control
+from corelib.cluster._worker import LocalCluster
+from corelib.control._controller import ProcessController
+from corelib.testing.pytest_plugin import process_control
 
 from ._remote_procs import BOUND, Double, Waiter
 

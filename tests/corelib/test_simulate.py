@@ -25,9 +25,8 @@ from corelib import (
     WorkChain,
     WorkChainSpec,
 )
-from corelib._cli import main as cli_main
-from corelib._control import submit_remote
-from corelib._simulate import (
+from corelib.cluster._cli import main as cli_main
+from corelib.cluster._simulate import (
     ExceptionSummary,
     SimulationConfig,
     _Monitor,
@@ -37,6 +36,7 @@ from corelib._simulate import (
     _Watchdog,
     simulate,
 )
+from corelib.control._binding import submit_remote
 
 from ._remote_procs import Waiter
 

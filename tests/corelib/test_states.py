@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from corelib._errors import InvalidTransitionError
-from corelib._states import (
+from corelib.process._errors import InvalidTransitionError
+from corelib.process._states import (
     EVENT_TYPES,
     FLAG_EVENTS,
     NO_VALUE,
@@ -229,7 +229,7 @@ def test_terminal_property() -> None:
 
 
 def test_module_is_sans_io() -> None:
-    import corelib._states as states
+    import corelib.process._states as states
 
     tree = ast.parse(Path(states.__file__).read_text())
     imported: set[str] = set()

@@ -108,5 +108,7 @@ def test_the_readme_checkpoint_example_reloads_in_a_new_process(tmp_path: Path) 
     )
     assert refused.returncode == 1
     last = refused.stderr.strip().splitlines()[-1]
-    assert last.startswith("corelib._checkpoint.ForbiddenClassError: class 'approvals:Approval'")
+    assert last.startswith(
+        "corelib.persistence._checkpoint.ForbiddenClassError: class 'approvals:Approval'"
+    )
     assert last.endswith(f"pass loader=ClassLoader(allowed_prefixes=('approvals',)) to {_TAKERS}")

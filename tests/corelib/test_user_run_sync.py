@@ -10,7 +10,7 @@ import anyio.to_thread
 import pytest
 
 from corelib import ProcessError, run, run_get_process_sync, run_sync
-from corelib._errors import LoopRunningError
+from corelib.process._errors import LoopRunningError
 
 from ._procs import ReturnsValue
 

@@ -8,8 +8,8 @@ import anyio
 import pytest
 
 from corelib import ExitCode, Process, ProcessState, Runner
-from corelib._outline import OutlineError
-from corelib._workchain import (
+from corelib.workchain._outline import OutlineError
+from corelib.workchain._workchain import (
     ChildProcessFailedError,
     ToContext,
     WorkChain,

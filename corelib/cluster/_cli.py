@@ -1,4 +1,5 @@
-"""The ``plumio`` command line: ``plumio simulate [options]`` (see :mod:`corelib._simulate`).
+"""The ``plumio`` command line: ``plumio simulate [options]`` (see
+:mod:`corelib.cluster._simulate`).
 
 ``python3 -m corelib`` runs the same command line (:mod:`corelib.__main__`): same usage, same
 subcommands, same exit statuses. Every option is checked before anything runs; a bad value is a

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 
-A process owns a :class:`~corelib._states.ProcessStateMachine`. Everything here is synchronous
+A process owns a :class:`~corelib.process._states.ProcessStateMachine`. Everything here is
+synchronous
 and may be called from any task of the process's loop (never from another thread), except the
 two coroutines that await user code: :meth:`Process._drive` and the watcher of a wait.
 
@@ -47,7 +48,8 @@ moment the process enters WAITING, paused or not: a pause does not stop a wait, 
 process that gets resumed keeps the value and continues after ``play()``.
 
 **Control requests** (``pause``/``play``/``kill``) are plain sync methods. Each asks
-:func:`~corelib._states.decide` what to do and returns a :class:`ControlHandle`, an awaitable
+:func:`~corelib.process._states.decide` what to do and returns a :class:`ControlHandle`, an
+awaitable
 that always resolves to a :class:`ControlOutcome`:
 
 * acting *now* is done synchronously in the caller (e.g. ``kill()`` moves to KILLED before it
@@ -116,7 +118,7 @@ from ._states import (
 )
 
 if TYPE_CHECKING:
-    from ._runner import Runner
+    from ..runner._runner import Runner
 
 __all__ = [
     "Process",
@@ -288,7 +290,7 @@ class Process:
     * an :class:`~corelib.ExitCode`: it finishes with that code (non-zero is unsuccessful);
     * ``Continue(self.step, *args, **kwargs)``: ``step`` runs next;
     * ``Wait(awaitable_or_None, self.step, message=None)``: the process waits, then ``step``
-      is called with the resume value (see :class:`~corelib._states.Wait`);
+      is called with the resume value (see :class:`~corelib.process._states.Wait`);
     * ``Kill(message)``: the process is killed.
 
     An exception escaping a step ends the process in EXCEPTED (logged once, with its traceback,

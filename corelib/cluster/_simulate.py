@@ -34,10 +34,10 @@ import attrs
 
 from broker import BlockingCommunicator, BroadcastFilter, MemoryBroker, UnroutableError
 
-from ._control import TERMINAL_SUBJECT_STATES, submit_remote
-from ._process import Process
-from ._spec import ProcessSpec
-from ._workchain import ToContext, WorkChain, WorkChainSpec, while_
+from ..control._binding import TERMINAL_SUBJECT_STATES, submit_remote
+from ..process._process import Process
+from ..process._spec import ProcessSpec
+from ..workchain._workchain import ToContext, WorkChain, WorkChainSpec, while_
 from ._worker import Backend, LocalCluster
 
 _OUTSTANDING = 16

@@ -41,14 +41,19 @@ import anyio.lowlevel
 
 from broker._spawn import Spawner, open_spawner
 
-from ._errors import LoopRunningError, ProcessStateError, RunnerNotRunningError
-from ._frozen import AttributesFrozenDict
-from ._listener import ProcessListener
-from ._loader import ClassLoader
-from ._persistence import Checkpointer, CheckpointPolicy, continue_process, reattach_children
-from ._persisters import Persister
-from ._process import ControlHandle, Process, force_of
-from ._states import ProcessState
+from ..persistence._loader import ClassLoader
+from ..persistence._persisters import Persister
+from ..persistence._save_load import (
+    Checkpointer,
+    CheckpointPolicy,
+    continue_process,
+    reattach_children,
+)
+from ..process._errors import LoopRunningError, ProcessStateError, RunnerNotRunningError
+from ..process._frozen import AttributesFrozenDict
+from ..process._listener import ProcessListener
+from ..process._process import ControlHandle, Process, force_of
+from ..process._states import ProcessState
 
 __all__ = ["Runner", "run", "run_get_process", "run_sync", "run_get_process_sync"]
 

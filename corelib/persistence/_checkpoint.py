@@ -58,9 +58,9 @@ try:
 except ImportError:  # pragma: no cover - a dependency; the json paths below stand alone
     orjson = None  # type: ignore[assignment]
 
-from ._errors import ProcessError
-from ._exit_code import ExitCode
-from ._frozen import AttributesFrozenDict
+from ..process._errors import ProcessError
+from ..process._exit_code import ExitCode
+from ..process._frozen import AttributesFrozenDict
 
 __all__ = [
     "CHECKPOINT_VERSION",

@@ -37,10 +37,10 @@ from typing import Any, Final, TypeVar, final
 
 from broker import BlockingCommunicator, Communicator
 
-from ._control import RemoteProcess, to_plain
-from ._errors import ProcessExceptedError, ProcessKilledError
-from ._loader import class_identifier
-from ._process import ControlOutcome, Process
+from ..persistence._loader import class_identifier
+from ..process._errors import ProcessExceptedError, ProcessKilledError
+from ..process._process import ControlOutcome, Process
+from ._binding import RemoteProcess, to_plain
 
 __all__ = [
     "ProcessController",

@@ -2,7 +2,8 @@
 
 A WorkChain declares ``spec.outline(...)`` in ``define``. Each outline step is one process step:
 between two of them the process can be paused, killed or checkpointed. The position in the
-outline is a plain-data cursor (see :mod:`corelib._outline`), so a WorkChain can be saved and
+outline is a plain-data cursor (see :mod:`corelib.workchain._outline`), so a WorkChain can be
+saved and
 continued anywhere, including while it waits on children.
 
 What a step returns decides what happens next:
@@ -27,7 +28,10 @@ from typing import Any, ClassVar, final
 import anyio
 import attrs
 
-from ._errors import ProcessError
+from ..process._errors import ProcessError
+from ..process._process import Process
+from ..process._spec import ProcessSpec
+from ..process._states import Continue, ProcessState, Wait
 from ._outline import (
     DONE,
     Block,
@@ -44,9 +48,6 @@ from ._outline import (
     to_node,
     while_,
 )
-from ._process import Process
-from ._spec import ProcessSpec
-from ._states import Continue, ProcessState, Wait
 
 __all__ = [
     "WorkChain",
@@ -373,7 +374,7 @@ class WorkChain(Process):
         checkpoint; those running in its runner were re-attached when it was launched)."""
         if not any(type(a.target) is _PendingChild for a in self._awaiting):
             return
-        from ._persistence import continue_children
+        from ..persistence._save_load import continue_children
 
         runner = self.runner
         await continue_children(self, runner, runner.persister, loader=runner.loader)

@@ -41,18 +41,11 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from ._checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    CheckpointNotFoundError,
-    CorruptCheckpointError,
-)
-from ._frozen import _NOT_MAPPINGS, AttributesFrozenDict
-from ._listener import ProcessListener
-from ._loader import ClassLoader, class_identifier
-from ._ports import PortValidationError
-from ._process import Process
-from ._states import (
+from ..process._frozen import _NOT_MAPPINGS, AttributesFrozenDict
+from ..process._listener import ProcessListener
+from ..process._ports import PortValidationError
+from ..process._process import Process
+from ..process._states import (
     Created,
     Excepted,
     Finished,
@@ -62,11 +55,18 @@ from ._states import (
     StateData,
     Waiting,
 )
-from ._workchain import AttributesDict
+from ..workchain._workchain import AttributesDict
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+)
+from ._loader import ClassLoader, class_identifier
 
 if TYPE_CHECKING:
+    from ..runner._runner import Runner
     from ._persisters import Persister
-    from ._runner import Runner
 
 __all__ = [
     "CheckpointPolicy",
@@ -324,7 +324,7 @@ def _containers_copied(value: Any) -> Any:
 
 
 def _restore_workchain(process: Process, checkpoint: Checkpoint) -> None:
-    from ._workchain import AttributesDict, WorkChain, _Awaited, _PendingChild
+    from ..workchain._workchain import AttributesDict, WorkChain, _Awaited, _PendingChild
 
     if not isinstance(process, WorkChain):
         return
@@ -511,7 +511,7 @@ async def continue_children(
         ChildrenNotFoundError: some children don't run in ``runner``, and ``persister`` is
             ``None`` or holds no checkpoint of them.
     """
-    from ._workchain import _PendingChild
+    from ..workchain._workchain import _PendingChild
 
     awaited = getattr(process, "_awaiting", None)
     if not awaited or not any(type(a.target) is _PendingChild for a in awaited):
@@ -551,7 +551,7 @@ def reattach_children(process: Process, runner: Runner) -> None:
     Raises:
         ChildrenNotFoundError: some children don't run in ``runner``, which has no persister.
     """
-    from ._workchain import _PendingChild
+    from ..workchain._workchain import _PendingChild
 
     awaited = getattr(process, "_awaiting", None)
     if not awaited or not any(type(a.target) is _PendingChild for a in awaited):

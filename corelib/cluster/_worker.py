@@ -57,14 +57,14 @@ from broker import (
 )
 from broker._wakeup import LoopGone, LoopHandle, current_handle
 
-from ._control import ControlStatistics, ProcessControl
-from ._controller import BlockingProcessController, _new_pid
-from ._errors import ProcessError, RunnerNotRunningError
-from ._launcher import ProcessLauncher
-from ._loader import ClassLoader
-from ._persisters import Persister
-from ._process import Process
-from ._runner import Runner
+from ..control._binding import ControlStatistics, ProcessControl
+from ..control._controller import BlockingProcessController, _new_pid
+from ..control._launcher import ProcessLauncher
+from ..persistence._loader import ClassLoader
+from ..persistence._persisters import Persister
+from ..process._errors import ProcessError, RunnerNotRunningError
+from ..process._process import Process
+from ..runner._runner import Runner
 
 __all__ = [
     "Worker",

@@ -37,7 +37,7 @@ from typing import Any, Final, TypeAlias, final
 
 import attrs
 
-from ._exit_code import ExitCode
+from ..process._exit_code import ExitCode
 
 __all__ = [
     "Step",

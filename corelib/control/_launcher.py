@@ -20,8 +20,8 @@ The reply, and the acknowledgement, come once the process is terminal: its outco
 rejected (:class:`~broker.TaskRejected`). Classes are resolved only by a
 :class:`~corelib.ClassLoader`, whose allowed prefixes bound what a task may import.
 
-Checkpoints are made and loaded by :func:`~corelib._persistence.checkpoint_of` and
-:func:`~corelib._persistence.load_process`.
+Checkpoints are made and loaded by :func:`~corelib.persistence._save_load.checkpoint_of` and
+:func:`~corelib.persistence._save_load.load_process`.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ from typing import Any, final
 
 from broker import Communicator, TaskRejected
 
-from ._checkpoint import Checkpoint, CheckpointNotFoundError
-from ._control import ProcessControl, outcome_of, to_plain
+from ..persistence._checkpoint import Checkpoint, CheckpointNotFoundError
+from ..persistence._loader import ClassLoader
+from ..persistence._persisters import Persister
+from ..persistence._save_load import checkpoint_of, load_process
+from ..process._exit_code import ExitCode
+from ..process._process import Process
+from ._binding import ProcessControl, outcome_of, to_plain
 from ._controller import TASK_TYPES
-from ._exit_code import ExitCode
-from ._loader import ClassLoader
-from ._persistence import checkpoint_of, load_process
-from ._persisters import Persister
-from ._process import Process
 
 __all__ = ["ProcessLauncher", "outcome_of_checkpoint"]
 

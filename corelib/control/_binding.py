@@ -59,13 +59,13 @@ from anyio.abc import TaskGroup
 
 from broker import BroadcastFilter, Communicator, UnknownSubscriberError, UnroutableError
 
-from ._errors import ProcessExceptedError, ProcessKilledError, ProcessStateError
-from ._exit_code import ExitCode
-from ._listener import ProcessListener
-from ._loader import class_identifier
-from ._process import ControlHandle, ControlOutcome, Process
-from ._runner import Runner
-from ._states import Excepted, Finished, Killed, ProcessState
+from ..persistence._loader import class_identifier
+from ..process._errors import ProcessExceptedError, ProcessKilledError, ProcessStateError
+from ..process._exit_code import ExitCode
+from ..process._listener import ProcessListener
+from ..process._process import ControlHandle, ControlOutcome, Process
+from ..process._states import Excepted, Finished, Killed, ProcessState
+from ..runner._runner import Runner
 
 __all__ = [
     "ProcessControl",

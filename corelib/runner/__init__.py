@@ -1,0 +1,20 @@
+"""The runner: an anyio task group that drives processes on one event loop.
+
+It owns launching, the pump that advances queued processes, parked processes, checkpoints on
+transitions (with a persister), ``run``/``run_sync`` and continuing a process from its
+checkpoint. Below it nothing knows about tasks or loops beyond a step's own awaits.
+"""
+
+from ._runner import Runner as Runner
+from ._runner import run as run
+from ._runner import run_get_process as run_get_process
+from ._runner import run_get_process_sync as run_get_process_sync
+from ._runner import run_sync as run_sync
+
+__all__ = [
+    "Runner",
+    "run",
+    "run_get_process",
+    "run_get_process_sync",
+    "run_sync",
+]
