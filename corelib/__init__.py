@@ -41,6 +41,7 @@ from .process import ProcessExceptedError as ProcessExceptedError
 from .process import ProcessKilledError as ProcessKilledError
 from .process import ProcessListener as ProcessListener
 from .process import ProcessNotFinishedError as ProcessNotFinishedError
+from .process import ProcessNotFoundError as ProcessNotFoundError
 from .process import ProcessState as ProcessState
 from .process import ProcessStateError as ProcessStateError
 from .process import ProcessStatistics as ProcessStatistics
@@ -112,6 +113,7 @@ from .control import RemoteProcess as RemoteProcess
 from .control import continue_body as continue_body
 from .control import control_of as control_of
 from .control import launch_body as launch_body
+from .control import outcome_error as outcome_error
 from .control import outcome_of as outcome_of
 from .control import status_of as status_of
 from .control import submit_remote as submit_remote

@@ -62,7 +62,7 @@ from ..control._controller import BlockingProcessController, _new_pid
 from ..control._launcher import ProcessLauncher
 from ..persistence._loader import ClassLoader
 from ..persistence._persisters import Persister
-from ..process._errors import ProcessError, RunnerNotRunningError
+from ..process._errors import ProcessNotFoundError, RunnerNotRunningError
 from ..process._process import Process
 from ..runner._runner import Runner
 
@@ -82,28 +82,6 @@ _names = itertools.count(1)
 _Submission = tuple[
     type[Process], Mapping[str, Any] | None, str, concurrent.futures.Future[Process]
 ]
-
-
-@final
-class ProcessNotFoundError(ProcessError, KeyError):
-    """Raised when a worker (or a cluster) runs no live process with the requested pid.
-
-    The process was never submitted there, or it has terminated (a worker keeps only the
-    processes it runs). It is a :class:`KeyError` too, as a missed lookup in
-    :attr:`~corelib.Runner.processes` is.
-
-    Args:
-        pid: the requested pid.
-        where: what was searched, e.g. ``"worker 'w1'"``.
-    """
-
-    def __init__(self, pid: str, where: str) -> None:
-        super().__init__(f"no process {pid!r} runs on {where}")
-        self.pid = pid
-        self.where = where
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 def _check_no_loop(worker: str, what: str, handle: LoopHandle | None) -> None:

@@ -18,6 +18,7 @@ from ._controller import BlockingProcessController as BlockingProcessController
 from ._controller import ProcessController as ProcessController
 from ._controller import continue_body as continue_body
 from ._controller import launch_body as launch_body
+from ._controller import outcome_error as outcome_error
 from ._launcher import ProcessLauncher as ProcessLauncher
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "ProcessController",
     "continue_body",
     "launch_body",
+    "outcome_error",
     "ProcessLauncher",
 ]

@@ -135,14 +135,12 @@ def outcome_error(
     error: ProcessExceptedError | ProcessKilledError
     if state == "excepted":
         type_name, _, message = str(outcome.get("exception", "")).partition(": ")
-        error = ProcessExceptedError(pid, type_name, message, "")
+        error = ProcessExceptedError(pid, type_name, message, "", outcome=dict(outcome))
     elif state == "killed":
         text = outcome.get("message")
-        error = ProcessKilledError(pid, None if text is None else str(text))
+        error = ProcessKilledError(pid, None if text is None else str(text), outcome=dict(outcome))
     else:
         raise ValueError(f"{outcome!r} is not the outcome of a terminal process")
-    # the error classes declare no ``outcome`` field (yet): set it on the instance
-    error.outcome = dict(outcome)  # type: ignore[union-attr]
     return error
 
 

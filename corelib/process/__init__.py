@@ -14,6 +14,7 @@ from ._errors import ProcessError as ProcessError
 from ._errors import ProcessExceptedError as ProcessExceptedError
 from ._errors import ProcessKilledError as ProcessKilledError
 from ._errors import ProcessNotFinishedError as ProcessNotFinishedError
+from ._errors import ProcessNotFoundError as ProcessNotFoundError
 from ._errors import ProcessStateError as ProcessStateError
 from ._errors import RunnerNotRunningError as RunnerNotRunningError
 from ._exit_code import ExitCode as ExitCode
@@ -73,6 +74,7 @@ __all__ = [
     "ProcessNotFinishedError",
     "ProcessStateError",
     "RunnerNotRunningError",
+    "ProcessNotFoundError",
     "ProcessListener",
     "MISSING_OUTPUTS_STATUS",
     "ControlHandle",

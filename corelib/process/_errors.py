@@ -10,7 +10,7 @@ Messages are short, lower-case and name the offending value and state, e.g.
 
 from __future__ import annotations
 
-from typing import final
+from typing import Any, final
 
 __all__ = [
     "ProcessError",
@@ -75,14 +75,25 @@ class ProcessExceptedError(ProcessError):
         type_name: the name of the exception type that ended the process.
         message: ``str()`` of that exception.
         traceback: the formatted traceback text.
+        outcome: the outcome dict it was made from, when it comes from another worker (see
+            :func:`~corelib.outcome_of`); ``None`` otherwise.
     """
 
-    def __init__(self, pid: str, type_name: str, message: str, traceback: str) -> None:
+    def __init__(
+        self,
+        pid: str,
+        type_name: str,
+        message: str,
+        traceback: str,
+        *,
+        outcome: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(f"process {pid} excepted: {type_name}: {message}")
         self.pid = pid
         self.type_name = type_name
         self.message = message
         self.traceback = traceback
+        self.outcome = outcome
 
 
 @final
@@ -92,13 +103,40 @@ class ProcessKilledError(ProcessError):
     Args:
         pid: the process id.
         message: the kill message, or ``None`` when none was given.
+        outcome: the outcome dict it was made from, when it comes from another worker (see
+            :func:`~corelib.outcome_of`); ``None`` otherwise.
     """
 
-    def __init__(self, pid: str, message: str | None) -> None:
+    def __init__(
+        self, pid: str, message: str | None, *, outcome: dict[str, Any] | None = None
+    ) -> None:
         text = f"process {pid} was killed"
         super().__init__(text if message is None else f"{text}: {message}")
         self.pid = pid
         self.message = message
+        self.outcome = outcome
+
+
+@final
+class ProcessNotFoundError(ProcessError, KeyError):
+    """Raised when a worker (or a cluster) runs no live process with the requested pid.
+
+    The process was never submitted there, or it has terminated (a worker keeps only the
+    processes it runs). It is a :class:`KeyError` too, as a missed lookup in
+    :attr:`~corelib.Runner.processes` is.
+
+    Args:
+        pid: the requested pid.
+        where: what was searched, e.g. ``"worker 'w1'"``.
+    """
+
+    def __init__(self, pid: str, where: str) -> None:
+        super().__init__(f"no process {pid!r} runs on {where}")
+        self.pid = pid
+        self.where = where
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 @final

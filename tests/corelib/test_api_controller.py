@@ -84,12 +84,12 @@ def test_excepted_and_killed_outcomes_become_plumpy_errors_carrying_the_outcome(
         "",
     )
     assert str(error) == "process p excepted: KeyError: 'a: b'"
-    assert error.outcome == excepted  # type: ignore[attr-defined]
+    assert error.outcome == excepted
 
     killed = outcome_error({"pid": "q", "state": "killed", "message": None})
     assert isinstance(killed, ProcessKilledError)
     assert (killed.pid, killed.message, str(killed)) == ("q", None, "process q was killed")
-    assert killed.outcome == {"pid": "q", "state": "killed", "message": None}  # type: ignore[attr-defined]
+    assert killed.outcome == {"pid": "q", "state": "killed", "message": None}
 
 
 def test_only_a_terminal_outcome_converts() -> None:
@@ -126,12 +126,12 @@ async def test_launch_returns_the_outcome_unless_asked_to_raise(ctl: ProcessCont
         ) as info:
             await ctl.launch(Fails, pid="f2", raise_on_failure=True)
         assert (info.value.type_name, info.value.message) == ("ValueError", "boom")
-        assert info.value.outcome == dict(failed, pid="f2")  # type: ignore[attr-defined]
+        assert info.value.outcome == dict(failed, pid="f2")
 
         assert (await ctl.launch(KillsItself))["state"] == "killed"
         with pytest.raises(ProcessKilledError, match=r"^process k was killed: enough$") as killed:
             await ctl.launch(KillsItself, pid="k", raise_on_failure=True)
-        assert killed.value.outcome == {"pid": "k", "state": "killed", "message": "enough"}  # type: ignore[attr-defined]
+        assert killed.value.outcome == {"pid": "k", "state": "killed", "message": "enough"}
 
         # exit codes are results: an unsuccessful finish returns its outcome
         for raise_on_failure in (False, True):
@@ -158,7 +158,7 @@ async def test_execute_raises_by_default_and_continue_on_request(ctl: ProcessCon
         assert (await ctl.continue_(pid))["exception"] == "ValueError: boom"
         with pytest.raises(ProcessExceptedError) as again:
             await ctl.continue_(pid, raise_on_failure=True)
-        assert again.value.outcome["pid"] == pid  # type: ignore[attr-defined]
+        assert again.value.outcome["pid"] == pid
 
 
 async def test_nowait_replies_with_a_pid_and_so_cannot_raise(ctl: ProcessController) -> None:
@@ -226,7 +226,7 @@ def test_the_future_twins(comm: BlockingCommunicator) -> None:
     assert failed["state"] == "excepted"
     with pytest.raises(ProcessExceptedError) as info:
         ctl.continue_future(failed["pid"], raise_on_failure=True).result(BOUND)
-    assert info.value.outcome == failed  # type: ignore[attr-defined]
+    assert info.value.outcome == failed
     with pytest.raises(ProcessKilledError, match=r"^process k was killed: enough$"):
         ctl.launch_future(KillsItself, pid="k", raise_on_failure=True).result(BOUND)
     assert ctl.launch_future(KillsItself).result(BOUND)["state"] == "killed"

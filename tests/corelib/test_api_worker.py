@@ -18,8 +18,15 @@ from broker import (
     MemoryBroker,
     UnroutableError,
 )
-from corelib import ControlOutcome, PortValidationError, Process, ProcessState
-from corelib.cluster._worker import LocalCluster, ProcessNotFoundError, Worker
+from corelib import (
+    ControlOutcome,
+    LocalCluster,
+    PortValidationError,
+    Process,
+    ProcessNotFoundError,
+    ProcessState,
+    Worker,
+)
 from corelib.control._controller import BlockingProcessController
 from corelib.process._errors import ProcessError, RunnerNotRunningError
 
