@@ -1303,6 +1303,23 @@ class Process:
     def on_terminated(self) -> None:
         """Called last, after any terminal state was installed."""
 
+    # -- the checkpoint protocol ----------------------------------------------------------------
+
+    def save_instance_state(self) -> dict[str, Any]:
+        """The state a subclass keeps beyond what every process has, as plain data.
+
+        Checkpoints store every process's pid, state, inputs, outputs and exit code
+        themselves; a subclass with more state (a WorkChain: its context, outline cursor and
+        the children it awaits) returns it here, as JSON-friendly data, and takes it back in
+        :meth:`load_instance_state`. Called between steps, in the process's loop. The base
+        class has none.
+        """
+        return {}
+
+    def load_instance_state(self, state: Mapping[str, Any]) -> None:
+        """Take back what :meth:`save_instance_state` returned (on a process rebuilt from a
+        checkpoint, before it is launched). The base class has nothing to take."""
+
 
 def force_of(force: bool | None, force_kill: bool | None) -> bool:
     """Whether a kill is forced, given ``force=`` and plumpy's ``force_kill=`` (either may be
