@@ -1,11 +1,23 @@
-"""plumio's process layer: processes, ports and specs, and (later) WorkChains and control.
+"""plumio's process layer: processes, WorkChains, checkpoints, control, workers.
 
-Public names are re-exported here from the private modules that define them.
+Every public name is re-exported here from the layer subpackage that defines it. From the
+bottom up, each importing only the ones below it (a contract checked by import-linter,
+``.importlinter``; run ``lint-imports``):
+
+- :mod:`corelib.process`: the state table (sans-IO), :class:`Process` and its driver, ports and
+  specs, exit codes, listeners, the process errors;
+- :mod:`corelib.persistence`: checkpoint records and their codec, persisters, the class loader,
+  ``checkpoint_of``/``load_process`` through the process's checkpoint protocol;
+- :mod:`corelib.workchain`: outlines and :class:`WorkChain`;
+- :mod:`corelib.runner`: the :class:`Runner` that drives processes on one event loop;
+- :mod:`corelib.control`: processes on a communicator, controllers, the launcher;
+- :mod:`corelib.cluster`: worker threads, :class:`LocalCluster`, ``plumio simulate``, the CLI;
+- :mod:`corelib.testing`: the pytest plugin.
 """
 
 from .process import UNSPECIFIED as UNSPECIFIED
 
-# --- ports and specs (ports work: add imports below this line) ---
+# --- ports and specs ---
 from .process import AttributesFrozenDict as AttributesFrozenDict
 from .process import ExitCode as ExitCode
 from .process import HasSpec as HasSpec
@@ -20,7 +32,7 @@ from .process import ProcessSpec as ProcessSpec
 from .process import SpecSealedError as SpecSealedError
 from .process import ValidType as ValidType
 
-# --- processes (process work: add imports below this line) ---
+# --- processes ---
 # isort: split
 from .process import MISSING_OUTPUTS_STATUS as MISSING_OUTPUTS_STATUS
 from .process import NO_VALUE as NO_VALUE
