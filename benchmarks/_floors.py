@@ -39,7 +39,7 @@ import anyio.from_thread
 
 from broker import BlockingCommunicator, LoopCommunicator, MemoryBroker
 from corelib import ProcessControl, Runner
-from corelib.control._binding import status_of
+from corelib.control._messages import status_of
 
 from ._control_models import Double, Waiter
 

@@ -34,7 +34,8 @@ import attrs
 
 from broker import BlockingCommunicator, BroadcastFilter, MemoryBroker, UnroutableError
 
-from ..control._binding import TERMINAL_SUBJECT_STATES, submit_remote
+from ..control._messages import TERMINAL_SUBJECT_STATES
+from ..control._remote import submit_remote
 from ..process._process import Process
 from ..process._spec import ProcessSpec
 from ..workchain._workchain import ToContext, WorkChain, WorkChainSpec, while_

@@ -58,8 +58,9 @@ from broker import (
 from broker._wakeup import LoopGone, LoopHandle, current_handle
 
 from ..control._binding import ControlStatistics, ProcessControl
-from ..control._controller import BlockingProcessController, _new_pid
+from ..control._controller import BlockingProcessController
 from ..control._launcher import ProcessLauncher
+from ..control._messages import new_pid
 from ..persistence._loader import ClassLoader
 from ..persistence._persisters import Persister
 from ..process._errors import ProcessNotFoundError, RunnerNotRunningError
@@ -363,7 +364,7 @@ class Worker:
             DuplicateSubscriberError: a process with this pid answers RPCs already.
         """
         _check_no_loop(self._name, "Worker.submit", self._handle)
-        pid = _new_pid() if pid is None else str(pid)
+        pid = new_pid() if pid is None else str(pid)
         future: concurrent.futures.Future[Process] = concurrent.futures.Future()
         with self._submissions_lock:
             handle = self._handle

@@ -9,7 +9,8 @@ comm):``). While the binding is open, every process the runner runs is *attached
 - an RPC subscriber under ``str(pid)`` answers plumpy's intents
   ``{"intent": "status"|"pause"|"play"|"kill", "message": ..., "force_kill": bool}`` with
   JSON-safe dicts (``{"done": true, "reason": "paused"}``, or the status of
-  :func:`status_of`), so replies cross a strict broker or RabbitMQ unchanged;
+  :func:`status_of`; every dict that travels is made in :mod:`._messages`), so replies cross
+  a strict broker or RabbitMQ unchanged;
 - every state move is broadcast as ``state_changed.<from>.<to>`` with ``sender=pid``, the first
   one ``state_changed.None.<state>`` (``created`` unless the process had moved before it was
   attached). A terminal broadcast carries the process's outcome (:func:`outcome_of`) as its body,
@@ -46,184 +47,42 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Reversible
+from collections.abc import Callable, Coroutine, Mapping, Reversible
 from types import TracebackType
-from typing import Any, Final, cast, final
+from typing import Any, cast, final
 
 import anyio
 import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
 
-from broker import BroadcastFilter, Communicator, UnknownSubscriberError, UnroutableError
+from broker import BroadcastFilter, Communicator, UnknownSubscriberError
 
-from ..persistence._loader import class_identifier
-from ..process._errors import ProcessExceptedError, ProcessKilledError, ProcessStateError
-from ..process._exit_code import ExitCode
+from ..process._errors import ProcessStateError
 from ..process._listener import ProcessListener
-from ..process._process import ControlHandle, ControlOutcome, Process
-from ..process._states import Excepted, Finished, Killed, ProcessState
+from ..process._process import ControlHandle, Process
 from ..runner._runner import Runner
+from ._messages import (
+    BROADCAST_SUBJECTS,
+    INTENTS,
+    message_of,
+    outcome_of,
+    reply_of,
+    status_of,
+)
 
-__all__ = [
-    "ProcessControl",
-    "ControlStatistics",
-    "RemoteProcess",
-    "control_of",
-    "submit_remote",
-    "status_of",
-    "outcome_of",
-    "to_plain",
-    "INTENTS",
-    "BROADCAST_SUBJECTS",
-    "TERMINAL_SUBJECT_STATES",
-]
+__all__ = ["ProcessControl", "ControlStatistics", "control_of"]
 
 logger = logging.getLogger("corelib.control")
-
-#: The RPC intents a process answers.
-INTENTS: Final = frozenset({"status", "pause", "play", "kill"})
-
-#: The broadcast subjects that control every process of every bound runner.
-BROADCAST_SUBJECTS: Final = ("pause", "play", "kill")
-
-#: The state values that end a process (the last word of a terminal ``state_changed`` subject).
-TERMINAL_SUBJECT_STATES: Final = frozenset({"finished", "excepted", "killed"})
 
 # The bindings by runner, for code that only knows its process (``submit_remote``). Runners
 # have no __weakref__ slot: entries are removed when a binding closes.
 _BINDINGS: dict[int, ProcessControl] = {}
 
 
-# --------------------------------------------------------------------------------------------
-# JSON-safe views of a process
-
-
-class _NotPlain(Exception):
-    pass
-
-
-def to_plain(value: Any) -> Any:
-    """Return ``value`` as JSON-native data (dicts with str keys, lists, str, numbers, bools,
-    None), converting mappings and tuples.
-
-    Raises:
-        TypeError: ``value`` holds something JSON can't carry (the message says where).
-    """
-    try:
-        return _plain(value, "value")
-    except _NotPlain as exc:
-        raise TypeError(str(exc)) from None
-
-
-def _plain(value: Any, path: str) -> Any:
-    kind = type(value)
-    if value is None or kind is str or kind is bool or kind is int:
-        return value
-    if kind is float:
-        if not math.isfinite(value):
-            raise _NotPlain(f"{path} is {value!r}, which JSON can't carry")
-        return value
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _NotPlain(f"{path} has a non-string key {key!r}")
-            out[key] = _plain(item, f"{path}[{key!r}]")
-        return out
-    if kind is list or kind is tuple:
-        return [_plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if isinstance(value, ExitCode):
-        return {"status": value.status, "message": value.message, "label": value.label}
-    raise _NotPlain(f"{path} is a {kind.__name__}, which JSON can't carry")
-
-
-def _try_plain(value: Any) -> tuple[bool, Any]:
-    try:
-        return True, _plain(value, "value")
-    except _NotPlain:
-        return False, None
-
-
-def status_of(process: Process) -> dict[str, Any]:
-    """The JSON-safe status of a process, as its ``status`` RPC returns it.
-
-    Keys: ``pid``, ``process_class`` (``"module:qualname"``, or the bare qualname of a class
-    defined in a function), ``state`` (the state's value), ``paused``, ``stepping``,
-    ``process_string`` (plumpy's ``"<Cls> (ProcessState.X)"``), ``ctime`` (time of the first
-    transition, if any) and, once terminal, ``outcome`` (see :func:`outcome_of`).
-    """
-    cls = type(process)
-    try:
-        identifier = class_identifier(cls)
-    except Exception:
-        identifier = cls.__qualname__
-    state = process.state
-    status: dict[str, Any] = {
-        "pid": process.pid,
-        "process_class": identifier,
-        "state": state.value,
-        "paused": process.paused,
-        "stepping": process._stepping,
-        "process_string": f"<{cls.__name__}> (ProcessState.{state.name})",
-        "ctime": process.ctime,
-    }
-    if state.terminal:
-        status["outcome"] = outcome_of(process)
-    return status
-
-
-def outcome_of(process: Process) -> dict[str, Any]:
-    """A JSON-safe summary of how a terminal process ended (the launch tasks' reply).
-
-    Keys: ``pid``, ``state``; for FINISHED also ``successful``, ``exit_status``,
-    ``exit_message``, ``outputs`` (omitted, with ``outputs_omitted: true``, when they are not
-    JSON-safe) and ``result`` (only when it is JSON-safe and not an exit code); for EXCEPTED
-    ``exception`` (``"<Type>: <message>"``); for KILLED ``message``.
-    """
-    data = process.state_data
-    summary: dict[str, Any] = {"pid": process.pid, "state": process.state.value}
-    if isinstance(data, Finished):
-        code = process.exit_code
-        assert code is not None
-        summary["successful"] = data.successful
-        summary["exit_status"] = code.status
-        summary["exit_message"] = code.message
-        ok, outputs = _try_plain(process.outputs)
-        if ok:
-            summary["outputs"] = outputs
-        else:
-            summary["outputs_omitted"] = True
-        if not isinstance(data.result, ExitCode) and data.result is not None:
-            ok, result = _try_plain(data.result)
-            if ok:
-                summary["result"] = result
-    elif isinstance(data, Excepted):
-        summary["exception"] = f"{data.type_name}: {data.message}"
-    elif isinstance(data, Killed):
-        summary["message"] = data.message
-    return summary
-
-
-def _outcome_dict(outcome: ControlOutcome) -> dict[str, Any]:
-    return {"done": outcome.done, "reason": outcome.reason}
-
-
 async def _await_handle(handle: ControlHandle) -> dict[str, Any]:
-    return _outcome_dict(await handle)
-
-
-def _message_of(body: Any) -> str | None:
-    if isinstance(body, Mapping):
-        message = body.get("message")
-        return message if isinstance(message, str) else None
-    return body if isinstance(body, str) else None
-
-
-# --------------------------------------------------------------------------------------------
-# The binding
+    return reply_of(await handle)
 
 
 @final
@@ -653,16 +512,16 @@ class ProcessControl:
         if intent == "status":
             return status_of(process)
         if intent == "pause":
-            handle = process.pause(_message_of(msg))
+            handle = process.pause(message_of(msg))
         elif intent == "play":
             handle = process.play()
         elif intent == "kill":
-            handle = process.kill(_message_of(msg), force=bool(msg.get("force_kill", False)))
+            handle = process.kill(message_of(msg), force=bool(msg.get("force_kill", False)))
         else:
             raise ValueError(f"unknown intent {intent!r}; expected one of {sorted(INTENTS)}")
         outcome = handle.outcome
         if outcome is not None:
-            return _outcome_dict(outcome)
+            return reply_of(outcome)
         return _await_handle(handle)
 
     def _on_broadcast(
@@ -670,7 +529,7 @@ class ProcessControl:
     ) -> None:
         self._requests += 1
         processes = tuple(self._runner.processes.values())
-        message = _message_of(body)
+        message = message_of(body)
         if subject == "pause":
             for process in processes:
                 process.pause(message)
@@ -701,163 +560,3 @@ class ProcessControl:
 def control_of(runner: Runner) -> ProcessControl | None:
     """The open :class:`ProcessControl` bound to ``runner``, if any."""
     return _BINDINGS.get(id(runner))
-
-
-# --------------------------------------------------------------------------------------------
-# Awaiting a process that runs elsewhere
-
-
-@final
-class RemoteProcess:
-    """A process that runs on another worker, awaited through its state broadcasts.
-
-    ``await remote`` (or :meth:`wait`) returns its outputs once it finished, and raises
-    :class:`~corelib.ProcessExceptedError` / :class:`~corelib.ProcessKilledError` if it ended
-    otherwise; :meth:`outcome` returns the raw outcome dict (see :func:`outcome_of`) whatever
-    the end. Waiting subscribes a broadcast filter on the exact sender ``pid`` (indexed by the
-    broker) *before* it asks: either it launches the process itself (made by
-    :meth:`ProcessController.launch_remote` or :func:`submit_remote`, so no broadcast can be
-    missed), or it sends a ``status`` RPC to catch a process that ended before the
-    subscription.
-
-    It must be awaited on the loop of its communicator. Awaiting twice returns the same
-    outcome.
-
-    Args:
-        communicator: a communicator on the loop that awaits.
-        pid: the process id.
-        launch: an awaitable factory that launches the process (internal; prefer the
-            constructors named above).
-    """
-
-    __slots__ = ("_comm", "_launch", "_outcome", "_pid")
-
-    def __init__(
-        self,
-        communicator: Communicator,
-        pid: str,
-        *,
-        launch: Callable[[], Awaitable[Any]] | None = None,
-    ) -> None:
-        self._comm = communicator
-        self._pid = str(pid)
-        self._launch = launch
-        self._outcome: dict[str, Any] | None = None
-
-    def __repr__(self) -> str:
-        state = self._outcome["state"] if self._outcome else "pending"
-        return f"<RemoteProcess {self._pid} {state}>"
-
-    @property
-    def pid(self) -> str:
-        """The process id."""
-        return self._pid
-
-    def done(self) -> bool:
-        """Whether the outcome is known."""
-        return self._outcome is not None
-
-    async def outcome(self) -> dict[str, Any]:
-        """Wait until the process is terminal and return its outcome dict.
-
-        Raises:
-            UnroutableError: no worker runs the process (never launched, or it ended before
-                this waited for it, so its end was missed).
-        """
-        if self._outcome is not None:
-            await anyio.lowlevel.checkpoint()
-            return self._outcome
-        ended = anyio.Event()
-        box: list[dict[str, Any]] = []
-
-        def on_state(_comm: Any, body: Any, _sender: Any, subject: Any, _cid: Any) -> None:
-            if not isinstance(subject, str) or ended.is_set():
-                return
-            to = subject.rsplit(".", 1)[-1]
-            if to in TERMINAL_SUBJECT_STATES:
-                box.append(body if isinstance(body, dict) else {"pid": self._pid, "state": to})
-                ended.set()
-
-        flt = BroadcastFilter(on_state, subject="state_changed.*", sender=self._pid)
-        identifier = await self._comm.add_broadcast_subscriber(flt)
-        try:
-            launch, self._launch = self._launch, None
-            if launch is not None:
-                await launch()
-            else:
-                try:
-                    status = await self._comm.rpc_send(self._pid, {"intent": "status"})
-                except UnroutableError:
-                    if not ended.is_set():
-                        raise
-                else:
-                    outcome = status.get("outcome") if isinstance(status, dict) else None
-                    if outcome is not None and not ended.is_set():
-                        box.append(outcome)
-                        ended.set()
-            await ended.wait()
-        finally:
-            with anyio.CancelScope(shield=True):
-                if not self._comm.is_closed:
-                    await self._comm.remove_broadcast_subscriber(identifier)
-        self._outcome = box[0]
-        return self._outcome
-
-    async def wait(self) -> Any:
-        """Wait for the end and return the outputs of a finished process.
-
-        Raises:
-            ProcessExceptedError: the process excepted.
-            ProcessKilledError: the process was killed.
-            UnroutableError: see :meth:`outcome`.
-        """
-        outcome = await self.outcome()
-        state = outcome.get("state")
-        if state == ProcessState.FINISHED.value:
-            return outcome.get("outputs", {})
-        if state == ProcessState.EXCEPTED.value:
-            type_name, _, message = str(outcome.get("exception", "")).partition(": ")
-            raise ProcessExceptedError(self._pid, type_name, message, "")
-        raise ProcessKilledError(self._pid, outcome.get("message"))
-
-    def __await__(self) -> Any:
-        return self.wait().__await__()
-
-
-def submit_remote(
-    process_class: type[Process] | str,
-    inputs: Mapping[str, Any] | None = None,
-    *,
-    queue: str | None = None,
-    persist: bool = False,
-) -> RemoteProcess:
-    """From inside a step, have *some* worker run a process, and return a :class:`RemoteProcess`.
-
-    The launch task is sent (``nowait``) when the result is first awaited, after subscribing
-    to the child's broadcasts, so nothing is missed; in a WorkChain,
-    ``return ToContext(child=submit_remote(Child, {...}))`` stores the child's outputs in
-    ``ctx.child`` as for a local child (a failed child fails the step). While awaiting a
-    remote child the WorkChain runs an ``async`` step: a pause takes effect when the child
-    ended, a kill at once.
-
-    Raises:
-        ProcessStateError: not called from a step of a process whose runner is bound to a
-            communicator.
-    """
-    from ._controller import launch_body  # the controller module imports this one
-
-    current = Process.current()
-    if current is None:
-        raise ProcessStateError("submit_remote must be called from a process step")
-    control = control_of(current.runner)
-    if control is None:
-        raise ProcessStateError(
-            f"the runner of process {current.pid} is not bound to a communicator"
-        )
-    body = launch_body(process_class, inputs, persist=persist, nowait=True)
-    comm = control.communicator
-
-    async def launch() -> None:
-        await comm.task_send(body, queue=queue)
-
-    return RemoteProcess(comm, body["pid"], launch=launch)

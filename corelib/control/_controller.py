@@ -9,7 +9,9 @@ Both speak plumpy's messages over any communicator:
   bound runner (the body is the same message dict);
 - tasks for a :class:`~corelib.ProcessLauncher`: ``{"task": "launch"|"continue"|"execute",
   "process_class": "module:qualname", "inputs": {...}, "pid": ..., "tag": ..., "nowait": bool,
-  "persist": bool}`` (see :func:`launch_body`, :func:`continue_body`).
+  "persist": bool}`` (see :func:`~corelib.launch_body`, :func:`~corelib.continue_body`).
+
+Every message is made, and every reply read, by :mod:`._messages`.
 
 Control replies become :class:`~corelib.ControlOutcome`; status replies and launch results stay
 the JSON-safe dicts the process side made (see :func:`~corelib.status_of`,
@@ -19,7 +21,7 @@ Failures. A launch, continue or execute task replies with the outcome dict of it
 however it ended. ``execute`` (and every launch or continue given ``raise_on_failure=True``)
 raises instead when the process excepted or was killed, as plumpy's ``execute_process`` does:
 :class:`~corelib.ProcessExceptedError` or :class:`~corelib.ProcessKilledError`, with the outcome
-dict as the error's ``outcome`` attribute (see :func:`outcome_error`). A process that
+dict as the error's ``outcome`` attribute (see :func:`~corelib.outcome_error`). A process that
 *finished* is never an error, whatever its exit status: in plumpy, exit codes are results. On
 success the call still returns the outcome dict (its ``pid`` is what ``continue_`` takes, its
 ``outputs`` the results), so a flag changes how failures arrive, never the return value.
@@ -30,118 +32,18 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import math
-import os
-import random
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar, final
+from typing import Any, TypeVar, final
 
 from broker import BlockingCommunicator, Communicator
 
-from ..persistence._loader import class_identifier
-from ..process._errors import ProcessExceptedError, ProcessKilledError
 from ..process._process import ControlOutcome, Process
-from ._binding import RemoteProcess, to_plain
+from ._messages import continue_body, control_message, control_outcome, launch_body, outcome_error
+from ._remote import RemoteProcess
 
-__all__ = [
-    "ProcessController",
-    "BlockingProcessController",
-    "launch_body",
-    "continue_body",
-    "outcome_error",
-    "TASK_TYPES",
-]
+__all__ = ["ProcessController", "BlockingProcessController"]
 
 T = TypeVar("T")
-
-#: The task types a :class:`~corelib.ProcessLauncher` understands.
-TASK_TYPES: Final = frozenset({"launch", "continue", "execute"})
-
-
-def _identifier(process_class: type[Process] | str) -> str:
-    return process_class if isinstance(process_class, str) else class_identifier(process_class)
-
-
-# Pids need to be unique, not secret: a generator seeded once from the OS is enough, and much
-# cheaper than a system call per pid.
-_pid_bits = random.Random(os.urandom(32)).getrandbits
-
-
-def _new_pid() -> str:
-    return f"{_pid_bits(128):032x}"
-
-
-def launch_body(
-    process_class: type[Process] | str,
-    inputs: Mapping[str, Any] | None = None,
-    *,
-    persist: bool = False,
-    nowait: bool = False,
-    pid: str | None = None,
-    task: str = "launch",
-) -> dict[str, Any]:
-    """The task body that launches ``process_class`` (a class or ``"module:qualname"``).
-
-    A pid is chosen here unless given, so the sender knows it before any worker does and a
-    redelivered task (its worker died) continues the same process from its checkpoint.
-
-    Raises:
-        TypeError: ``inputs`` hold something JSON can't carry.
-    """
-    return {
-        "task": task,
-        "process_class": _identifier(process_class),
-        "inputs": to_plain(dict(inputs or {})),
-        "pid": _new_pid() if pid is None else str(pid),
-        "persist": persist,
-        "nowait": nowait,
-    }
-
-
-def continue_body(pid: str, tag: str | None = None, *, nowait: bool = False) -> dict[str, Any]:
-    """The task body that continues process ``pid`` from its checkpoint (``tag``)."""
-    return {"task": "continue", "pid": str(pid), "tag": tag, "nowait": nowait}
-
-
-def _message(intent: str, msg: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"intent": intent, "message": msg, **extra}
-
-
-def _outcome(reply: Any) -> ControlOutcome:
-    return ControlOutcome(bool(reply["done"]), str(reply["reason"]))
-
-
-def outcome_error(
-    outcome: Mapping[str, Any],
-) -> ProcessExceptedError | ProcessKilledError | None:
-    """The error plumpy raises for a process that ended as ``outcome`` says, or ``None``.
-
-    ``None`` for a FINISHED process, successful or not (a non-zero exit status is a result,
-    not a failure); :class:`~corelib.ProcessExceptedError` for an EXCEPTED one (the traceback
-    stays on the worker: its ``traceback`` is empty) and :class:`~corelib.ProcessKilledError`
-    for a KILLED one. The error carries ``outcome`` (a copy) as its ``outcome`` attribute.
-
-    Args:
-        outcome: an outcome dict, as :func:`~corelib.outcome_of` makes it.
-
-    Raises:
-        ValueError: ``outcome`` is not the outcome of a terminal process.
-    """
-    if not isinstance(outcome, Mapping):
-        raise ValueError(f"{outcome!r} is not the outcome of a terminal process")
-    state = outcome.get("state")
-    if state == "finished":
-        return None
-    pid = str(outcome.get("pid"))
-    error: ProcessExceptedError | ProcessKilledError
-    if state == "excepted":
-        type_name, _, message = str(outcome.get("exception", "")).partition(": ")
-        error = ProcessExceptedError(pid, type_name, message, "", outcome=dict(outcome))
-    elif state == "killed":
-        text = outcome.get("message")
-        error = ProcessKilledError(pid, None if text is None else str(text), outcome=dict(outcome))
-    else:
-        raise ValueError(f"{outcome!r} is not the outcome of a terminal process")
-    return error
 
 
 def _checked(outcome: Any) -> dict[str, Any]:
@@ -226,37 +128,39 @@ class ProcessController:
         Raises:
             UnroutableError: no live process has this pid.
         """
-        reply: dict[str, Any] = await self._comm.rpc_send(str(pid), _message("status"))
+        reply: dict[str, Any] = await self._comm.rpc_send(str(pid), control_message("status"))
         return reply
 
     async def pause(self, pid: str, msg: str | None = None) -> ControlOutcome:
         """Pause a process; returns once the pause took effect (or could not)."""
-        return _outcome(await self._comm.rpc_send(str(pid), _message("pause", msg)))
+        return control_outcome(await self._comm.rpc_send(str(pid), control_message("pause", msg)))
 
     async def play(self, pid: str) -> ControlOutcome:
         """Play (unpause) a process."""
-        return _outcome(await self._comm.rpc_send(str(pid), _message("play")))
+        return control_outcome(await self._comm.rpc_send(str(pid), control_message("play")))
 
     async def kill(
         self, pid: str, msg: str | None = None, *, force: bool = False
     ) -> ControlOutcome:
         """Kill a process; ``force`` kills even in the middle of a step."""
-        reply = await self._comm.rpc_send(str(pid), _message("kill", msg, force_kill=force))
-        return _outcome(reply)
+        reply = await self._comm.rpc_send(str(pid), control_message("kill", msg, force_kill=force))
+        return control_outcome(reply)
 
     # -- everyone -----------------------------------------------------------------------------
 
     async def pause_all(self, msg: str | None = None) -> None:
         """Ask every process of every bound runner to pause (fire-and-forget)."""
-        await self._comm.broadcast_send(_message("pause", msg), subject="pause")
+        await self._comm.broadcast_send(control_message("pause", msg), subject="pause")
 
     async def play_all(self) -> None:
         """Ask every process of every bound runner to play."""
-        await self._comm.broadcast_send(_message("play"), subject="play")
+        await self._comm.broadcast_send(control_message("play"), subject="play")
 
     async def kill_all(self, msg: str | None = None, *, force: bool = False) -> None:
         """Ask every process of every bound runner to die."""
-        await self._comm.broadcast_send(_message("kill", msg, force_kill=force), subject="kill")
+        await self._comm.broadcast_send(
+            control_message("kill", msg, force_kill=force), subject="kill"
+        )
 
     # -- tasks --------------------------------------------------------------------------------
 
@@ -423,39 +327,41 @@ class BlockingProcessController:
 
     def status_future(self, pid: str) -> concurrent.futures.Future[Any]:
         """:meth:`status` without waiting."""
-        return self._comm.rpc_send_future(str(pid), _message("status"))
+        return self._comm.rpc_send_future(str(pid), control_message("status"))
 
     def status(self, pid: str, *, timeout: float | None = None) -> dict[str, Any]:
         """See :meth:`ProcessController.status`."""
-        reply: dict[str, Any] = self._rpc(pid, _message("status"), timeout)
+        reply: dict[str, Any] = self._rpc(pid, control_message("status"), timeout)
         return reply
 
     def pause_future(
         self, pid: str, msg: str | None = None
     ) -> concurrent.futures.Future[ControlOutcome]:
         """:meth:`pause` without waiting."""
-        return _then(self._comm.rpc_send_future(str(pid), _message("pause", msg)), _outcome)
+        return _then(
+            self._comm.rpc_send_future(str(pid), control_message("pause", msg)), control_outcome
+        )
 
     def pause(
         self, pid: str, msg: str | None = None, *, timeout: float | None = None
     ) -> ControlOutcome:
         """See :meth:`ProcessController.pause`."""
-        return _outcome(self._rpc(pid, _message("pause", msg), timeout))
+        return control_outcome(self._rpc(pid, control_message("pause", msg), timeout))
 
     def play_future(self, pid: str) -> concurrent.futures.Future[ControlOutcome]:
         """:meth:`play` without waiting."""
-        return _then(self._comm.rpc_send_future(str(pid), _message("play")), _outcome)
+        return _then(self._comm.rpc_send_future(str(pid), control_message("play")), control_outcome)
 
     def play(self, pid: str, *, timeout: float | None = None) -> ControlOutcome:
         """See :meth:`ProcessController.play`."""
-        return _outcome(self._rpc(pid, _message("play"), timeout))
+        return control_outcome(self._rpc(pid, control_message("play"), timeout))
 
     def kill_future(
         self, pid: str, msg: str | None = None, *, force: bool = False
     ) -> concurrent.futures.Future[ControlOutcome]:
         """:meth:`kill` without waiting."""
-        message = _message("kill", msg, force_kill=force)
-        return _then(self._comm.rpc_send_future(str(pid), message), _outcome)
+        message = control_message("kill", msg, force_kill=force)
+        return _then(self._comm.rpc_send_future(str(pid), message), control_outcome)
 
     def kill(
         self,
@@ -466,21 +372,23 @@ class BlockingProcessController:
         timeout: float | None = None,
     ) -> ControlOutcome:
         """See :meth:`ProcessController.kill`."""
-        return _outcome(self._rpc(pid, _message("kill", msg, force_kill=force), timeout))
+        return control_outcome(
+            self._rpc(pid, control_message("kill", msg, force_kill=force), timeout)
+        )
 
     # -- everyone (broadcasts never wait) -----------------------------------------------------
 
     def pause_all(self, msg: str | None = None) -> None:
         """See :meth:`ProcessController.pause_all`."""
-        self._comm.broadcast_send(_message("pause", msg), subject="pause")
+        self._comm.broadcast_send(control_message("pause", msg), subject="pause")
 
     def play_all(self) -> None:
         """See :meth:`ProcessController.play_all`."""
-        self._comm.broadcast_send(_message("play"), subject="play")
+        self._comm.broadcast_send(control_message("play"), subject="play")
 
     def kill_all(self, msg: str | None = None, *, force: bool = False) -> None:
         """See :meth:`ProcessController.kill_all`."""
-        self._comm.broadcast_send(_message("kill", msg, force_kill=force), subject="kill")
+        self._comm.broadcast_send(control_message("kill", msg, force_kill=force), subject="kill")
 
     # -- tasks --------------------------------------------------------------------------------
 

@@ -26,8 +26,6 @@ Checkpoints are made and loaded by :func:`~corelib.persistence._save_load.checkp
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Mapping
 from typing import Any, final
 
@@ -37,41 +35,11 @@ from ..persistence._checkpoint import Checkpoint, CheckpointNotFoundError
 from ..persistence._loader import ClassLoader
 from ..persistence._persisters import Persister
 from ..persistence._save_load import checkpoint_of, load_process
-from ..process._exit_code import ExitCode
 from ..process._process import Process
-from ._binding import ProcessControl, outcome_of, to_plain
-from ._controller import TASK_TYPES
+from ._binding import ProcessControl
+from ._messages import TASK_TYPES, TERMINAL_SUBJECT_STATES, outcome_of, outcome_of_checkpoint
 
-__all__ = ["ProcessLauncher", "outcome_of_checkpoint"]
-
-logger = logging.getLogger("corelib.control")
-
-_TERMINAL = frozenset({"finished", "excepted", "killed"})
-
-
-def outcome_of_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The outcome dict (as :func:`~corelib.outcome_of` makes it) of a terminal checkpoint."""
-    summary: dict[str, Any] = {"pid": checkpoint.pid, "state": checkpoint.state}
-    data = checkpoint.state_data
-    if checkpoint.state == "finished":
-        code = checkpoint.exit_code
-        summary["successful"] = bool(data.get("successful", code is None or code.status == 0))
-        summary["exit_status"] = 0 if code is None else code.status
-        summary["exit_message"] = None if code is None else code.message
-        try:
-            summary["outputs"] = to_plain(checkpoint.outputs)
-        except TypeError:
-            summary["outputs_omitted"] = True
-        result = data.get("result")
-        if result is not None and not isinstance(result, ExitCode):
-            with contextlib.suppress(TypeError):
-                summary["result"] = to_plain(result)
-    elif checkpoint.state == "excepted":
-        type_name = data.get("type_name", "Exception")
-        summary["exception"] = f"{type_name}: {data.get('message', '')}"
-    elif checkpoint.state == "killed":
-        summary["message"] = data.get("message")
-    return summary
+__all__ = ["ProcessLauncher"]
 
 
 @final
@@ -156,7 +124,7 @@ class ProcessLauncher:
         return await self._resume(checkpoint, nowait)
 
     async def _resume(self, checkpoint: Checkpoint, nowait: bool) -> Any:
-        if checkpoint.state in _TERMINAL:
+        if checkpoint.state in TERMINAL_SUBJECT_STATES:
             return checkpoint.pid if nowait else outcome_of_checkpoint(checkpoint)
         running = self._control.runner.processes.get(checkpoint.pid)
         if running is not None:  # a duplicate delivery of a process running here

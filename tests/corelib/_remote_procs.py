@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import anyio
 
 from corelib import Process, ProcessSpec, ToContext, Wait, WorkChain, WorkChainSpec
-from corelib.control._binding import submit_remote
+from corelib.control._remote import submit_remote
 
 BOUND = 10.0  # seconds; a generous bound for what must happen "at once"
 

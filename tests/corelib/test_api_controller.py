@@ -26,8 +26,9 @@ from corelib import (
 )
 from corelib.cluster._worker import Worker
 from corelib.control._binding import ProcessControl
-from corelib.control._controller import BlockingProcessController, ProcessController, outcome_error
+from corelib.control._controller import BlockingProcessController, ProcessController
 from corelib.control._launcher import ProcessLauncher
+from corelib.control._messages import outcome_error
 
 from ._remote_procs import BOUND, Double, Fails, Waiter
 

@@ -19,9 +19,11 @@ from broker import (
     UnroutableError,
 )
 from corelib import ControlOutcome, InMemoryPersister, Process, ProcessState, Runner
-from corelib.control._binding import ProcessControl, RemoteProcess, control_of, status_of, to_plain
-from corelib.control._controller import ProcessController, continue_body, launch_body
+from corelib.control._binding import ProcessControl, control_of
+from corelib.control._controller import ProcessController
 from corelib.control._launcher import ProcessLauncher
+from corelib.control._messages import continue_body, launch_body, status_of, to_plain
+from corelib.control._remote import RemoteProcess
 
 from ._remote_procs import BOUND, Double, Fails, ParentOfWaiters, Waiter
 

@@ -36,7 +36,7 @@ from corelib.cluster._simulate import (
     _Watchdog,
     simulate,
 )
-from corelib.control._binding import submit_remote
+from corelib.control._remote import submit_remote
 
 from ._remote_procs import Waiter
 

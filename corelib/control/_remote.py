@@ -1,0 +1,177 @@
+"""Awaiting a process that runs elsewhere: :class:`RemoteProcess` and :func:`submit_remote`.
+
+A remote process is known by its pid only. Its end is learnt from its terminal state
+broadcast, whose body is the process's outcome (see :func:`~corelib.outcome_of`), or, for a
+process that ended before anyone listened, from its ``status`` reply. The outcome becomes
+outputs or plumpy's errors through :func:`~corelib.outcome_error`, as a controller's
+``raise_on_failure`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, final
+
+import anyio
+import anyio.lowlevel
+
+from broker import BroadcastFilter, Communicator, UnroutableError
+
+from ..process._errors import ProcessStateError
+from ..process._process import Process
+from ._binding import control_of
+from ._messages import TERMINAL_SUBJECT_STATES, launch_body, outcome_error
+
+__all__ = ["RemoteProcess", "submit_remote"]
+
+
+@final
+class RemoteProcess:
+    """A process that runs on another worker, awaited through its state broadcasts.
+
+    ``await remote`` (or :meth:`wait`) returns its outputs once it finished, and raises
+    :class:`~corelib.ProcessExceptedError` / :class:`~corelib.ProcessKilledError` if it ended
+    otherwise; :meth:`outcome` returns the raw outcome dict (see :func:`~corelib.outcome_of`)
+    whatever the end. Waiting subscribes a broadcast filter on the exact sender ``pid``
+    (indexed by the broker) *before* it asks: either it launches the process itself (made by
+    :meth:`~corelib.ProcessController.launch_remote` or :func:`submit_remote`, so no broadcast
+    can be missed), or it sends a ``status`` RPC to catch a process that ended before the
+    subscription.
+
+    It must be awaited on the loop of its communicator. Awaiting twice returns the same
+    outcome.
+
+    Args:
+        communicator: a communicator on the loop that awaits.
+        pid: the process id.
+        launch: an awaitable factory that launches the process (internal; prefer the
+            constructors named above).
+    """
+
+    __slots__ = ("_comm", "_launch", "_outcome", "_pid")
+
+    def __init__(
+        self,
+        communicator: Communicator,
+        pid: str,
+        *,
+        launch: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self._comm = communicator
+        self._pid = str(pid)
+        self._launch = launch
+        self._outcome: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        state = self._outcome["state"] if self._outcome else "pending"
+        return f"<RemoteProcess {self._pid} {state}>"
+
+    @property
+    def pid(self) -> str:
+        """The process id."""
+        return self._pid
+
+    def done(self) -> bool:
+        """Whether the outcome is known."""
+        return self._outcome is not None
+
+    async def outcome(self) -> dict[str, Any]:
+        """Wait until the process is terminal and return its outcome dict.
+
+        Raises:
+            UnroutableError: no worker runs the process (never launched, or it ended before
+                this waited for it, so its end was missed).
+        """
+        if self._outcome is not None:
+            await anyio.lowlevel.checkpoint()
+            return self._outcome
+        ended = anyio.Event()
+        box: list[dict[str, Any]] = []
+
+        def on_state(_comm: Any, body: Any, _sender: Any, subject: Any, _cid: Any) -> None:
+            if not isinstance(subject, str) or ended.is_set():
+                return
+            to = subject.rsplit(".", 1)[-1]
+            if to in TERMINAL_SUBJECT_STATES:
+                box.append(body if isinstance(body, dict) else {"pid": self._pid, "state": to})
+                ended.set()
+
+        flt = BroadcastFilter(on_state, subject="state_changed.*", sender=self._pid)
+        identifier = await self._comm.add_broadcast_subscriber(flt)
+        try:
+            launch, self._launch = self._launch, None
+            if launch is not None:
+                await launch()
+            else:
+                try:
+                    status = await self._comm.rpc_send(self._pid, {"intent": "status"})
+                except UnroutableError:
+                    if not ended.is_set():
+                        raise
+                else:
+                    outcome = status.get("outcome") if isinstance(status, dict) else None
+                    if outcome is not None and not ended.is_set():
+                        box.append(outcome)
+                        ended.set()
+            await ended.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if not self._comm.is_closed:
+                    await self._comm.remove_broadcast_subscriber(identifier)
+        self._outcome = box[0]
+        return self._outcome
+
+    async def wait(self) -> Any:
+        """Wait for the end and return the outputs of a finished process.
+
+        Raises:
+            ProcessExceptedError: the process excepted (its ``outcome`` attribute holds the
+                outcome dict; see :func:`~corelib.outcome_error`).
+            ProcessKilledError: the process was killed (idem).
+            UnroutableError: see :meth:`outcome`.
+        """
+        outcome = await self.outcome()
+        error = outcome_error(outcome)
+        if error is not None:
+            raise error
+        return outcome.get("outputs", {})
+
+    def __await__(self) -> Any:
+        return self.wait().__await__()
+
+
+def submit_remote(
+    process_class: type[Process] | str,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    persist: bool = False,
+) -> RemoteProcess:
+    """From inside a step, have *some* worker run a process, and return a :class:`RemoteProcess`.
+
+    The launch task is sent (``nowait``) when the result is first awaited, after subscribing
+    to the child's broadcasts, so nothing is missed; in a WorkChain,
+    ``return ToContext(child=submit_remote(Child, {...}))`` stores the child's outputs in
+    ``ctx.child`` as for a local child (a failed child fails the step). While awaiting a
+    remote child the WorkChain runs an ``async`` step: a pause takes effect when the child
+    ended, a kill at once.
+
+    Raises:
+        ProcessStateError: not called from a step of a process whose runner is bound to a
+            communicator.
+    """
+    current = Process.current()
+    if current is None:
+        raise ProcessStateError("submit_remote must be called from a process step")
+    control = control_of(current.runner)
+    if control is None:
+        raise ProcessStateError(
+            f"the runner of process {current.pid} is not bound to a communicator"
+        )
+    body = launch_body(process_class, inputs, persist=persist, nowait=True)
+    comm = control.communicator
+
+    async def launch() -> None:
+        await comm.task_send(body, queue=queue)
+
+    return RemoteProcess(comm, body["pid"], launch=launch)
