@@ -147,7 +147,8 @@ class MidSize(WorkChain):
 
     def setup(self) -> None:
         self.ctx.i = 0
-        self.ctx.values = {f"v{i}": i * 1.5 for i in range(40)}
+        # "values" by key: ctx is a mapping, so ``ctx.values`` is its method, not this entry
+        self.ctx["values"] = {f"v{i}": i * 1.5 for i in range(40)}
         self.ctx.log = [f"entry {i}" for i in range(10)]
         self.pause()  # takes effect at the end of this step: the cursor is then at the while_
 
@@ -158,7 +159,7 @@ class MidSize(WorkChain):
         self.ctx.i += 1
 
     def finish(self) -> None:
-        self.out("result", {"sum": sum(self.ctx.values.values())})
+        self.out("result", {"sum": sum(self.ctx["values"].values())})
 
 
 MID_INPUTS = {"label": "benchmark", "params": {f"p{i}": i for i in range(10)}}
