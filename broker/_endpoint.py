@@ -12,6 +12,19 @@ class holds what they have in common:
   plain-function subscriber costs no task), yielding every ``_BATCH`` items for fairness;
 - deliveries that arrive after closing are handed to :meth:`_abandon` (an RPC then gets an
   "unroutable" reply instead of hanging its caller).
+
+Fault containment: a subscriber is foreign code, and whatever it raises, or whatever its
+result does when inspected, is *its* failure: the RPC or task is answered with a
+:class:`~broker.RemoteError` (a broadcast subscriber's failure is logged), and the dispatcher
+goes on. That includes :class:`BaseException` s that are not exceptions: ``SystemExit``,
+``KeyboardInterrupt`` and ``GeneratorExit`` raised by a subscriber are answered and logged
+like any failure, since a subscriber must not be able to stop every other subscriber of the
+communicator. The one exception is cancellation of the communicator's own scopes (closing, a
+removed consumer), which propagates as before; a sync subscriber can't receive that, so what
+it raises is always its own. Encoding a result that can't be sent is the backend's boundary:
+it answers with a :class:`~broker.RemoteError` for a :class:`~broker.CodecError`. Should a
+delivery still raise inside the broker (a bug), the dispatcher logs it and carries on
+(:meth:`_delivery_failed`).
 """
 
 from __future__ import annotations
@@ -182,11 +195,36 @@ class LoopEndpoint(Communicator):
             self._wake = anyio.Event()
             n = 0
             while local:
-                run(local.popleft())
+                item = local.popleft()
+                try:
+                    run(item)
+                except BaseException as exc:  # sync code: no cancellation can arrive here
+                    self._delivery_failed(item, exc)
                 n += 1
                 if n == _BATCH:
                     n = 0
                     await anyio.lowlevel.checkpoint()  # fairness: let other tasks run
+
+    def _delivery_failed(self, item: Any, exc: BaseException) -> None:
+        """Running ``item`` raised inside the broker (every boundary with foreign code is
+        contained before this): log it, answer the sender if the backend can, go on."""
+        logger.critical(
+            "communicator %r: a delivery failed inside the broker (a bug); dropped",
+            self._name,
+            exc_info=exc,
+        )
+        try:
+            self._fail_item(item, exc)
+        except BaseException as again:
+            logger.critical(
+                "communicator %r: the sender of that delivery can't be answered",
+                self._name,
+                exc_info=again,
+            )
+
+    def _fail_item(self, item: Any, exc: BaseException) -> None:
+        """Answer the sender of ``item``, which failed inside the broker, if that is safe
+        (the backends know; by default nobody is answered)."""
 
     def _start(self, fn: Any, *args: Any) -> ChildScope:
         assert self._handlers is not None
@@ -205,49 +243,67 @@ class LoopEndpoint(Communicator):
     def _handle_rpc(self, item: Any, subscriber: Callable[..., Any], msg: Any) -> None:
         try:
             result = subscriber(self, msg)
-        except Exception as exc:
+            pending = _isawaitable(result)  # runs the result's own code too
+        except BaseException as exc:  # the subscriber's failure, whatever it is (see module)
+            self._subscriber_raised("rpc", subscriber, exc)
             self._rpc_failed(item, exc)
             return
-        if _isawaitable(result):
-            self._start(self._await_rpc, result, item)
+        if pending:
+            self._start(self._await_rpc, result, item, subscriber)
         else:
             self._rpc_done(item, result)
 
-    async def _await_rpc(self, awaitable: Awaitable[Any], item: Any) -> None:
+    async def _await_rpc(self, awaitable: Awaitable[Any], item: Any, subscriber: Any) -> None:
         try:
             value = await awaitable
-        except anyio.get_cancelled_exc_class():
-            self._abandon(item)  # we are closing: the caller must not hang
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                self._abandon(item)  # we are closing: the caller must not hang
+                raise
+            self._subscriber_raised("rpc", subscriber, exc)
             self._rpc_failed(item, exc)
         else:
             self._rpc_done(item, value)
 
-    @abc.abstractmethod
-    def _rpc_done(self, item: Any, value: Any) -> None:
-        """Send ``value`` as the reply to RPC ``item``."""
+    def _subscriber_raised(self, kind: str, subscriber: Any, exc: BaseException) -> None:
+        # an Exception is an answer like any other; the rest is logged once, here
+        if not isinstance(exc, Exception):
+            logger.error(
+                "%s subscriber %r on %r raised %s; answered as a failure, still serving",
+                kind,
+                subscriber,
+                self._name,
+                type(exc).__name__,
+                exc_info=exc,
+            )
 
     @abc.abstractmethod
-    def _rpc_failed(self, item: Any, exc: Exception) -> None:
-        """Send the failure ``exc`` as the reply to RPC ``item``."""
+    def _rpc_done(self, item: Any, value: Any) -> None:
+        """Send ``value`` as the reply to RPC ``item``; one that can't be encoded is answered
+        as a :class:`~broker.CodecError` failure (must not raise)."""
+
+    @abc.abstractmethod
+    def _rpc_failed(self, item: Any, exc: BaseException) -> None:
+        """Send the failure ``exc`` as the reply to RPC ``item`` (must not raise)."""
 
     def _handle_task(self, item: Any, subscriber: Callable[..., Any], body: Any) -> None:
         try:
             result = subscriber(self, body)
+            pending = _isawaitable(result)
         except TaskRejected:
             self._task_rejected(item)
             return
-        except Exception as exc:
+        except BaseException as exc:  # the subscriber's failure, whatever it is
+            self._subscriber_raised("task", subscriber, exc)
             self._task_failed(item, exc)
             return
-        if _isawaitable(result):
+        if pending:
             # the handler's scope, known before it runs: a removal may cancel it at once
-            self._task_scopes[item] = self._start(self._await_task, result, item)
+            self._task_scopes[item] = self._start(self._await_task, result, item, subscriber)
         else:
             self._task_done(item, result)
 
-    async def _await_task(self, awaitable: Awaitable[Any], item: Any) -> None:
+    async def _await_task(self, awaitable: Awaitable[Any], item: Any, subscriber: Any) -> None:
         # Runs inside its own cancel scope (``_task_scopes[item]``, see ``_handle_task``).
         # Cancellation means the consumer was removed or we are closing; either way the task
         # was put back in its queue, so a cancelled handler reports nothing.
@@ -262,7 +318,10 @@ class LoopEndpoint(Communicator):
                 value = await awaitable
             except TaskRejected:
                 self._task_rejected(item)
-            except Exception as exc:
+            except BaseException as exc:
+                if _is_cancellation(exc):
+                    raise  # the task went back to its queue; nothing to report
+                self._subscriber_raised("task", subscriber, exc)
                 self._task_failed(item, exc)
             else:
                 self._task_done(item, value)
@@ -281,11 +340,12 @@ class LoopEndpoint(Communicator):
 
     @abc.abstractmethod
     def _task_done(self, item: Any, value: Any) -> None:
-        """Acknowledge task ``item`` and reply ``value``."""
+        """Acknowledge task ``item`` and reply ``value``; one that can't be encoded is
+        answered as a :class:`~broker.CodecError` failure (must not raise)."""
 
     @abc.abstractmethod
-    def _task_failed(self, item: Any, exc: Exception) -> None:
-        """Acknowledge task ``item`` and reply the failure ``exc``."""
+    def _task_failed(self, item: Any, exc: BaseException) -> None:
+        """Acknowledge task ``item`` and reply the failure ``exc`` (must not raise)."""
 
     @abc.abstractmethod
     def _task_rejected(self, item: Any) -> None:
@@ -295,17 +355,31 @@ class LoopEndpoint(Communicator):
         for subscriber in subscribers:
             try:
                 result = subscriber(self, *args)
-            except Exception:
-                logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
+                pending = _isawaitable(result)
+            except BaseException as exc:  # the subscriber's failure, whatever it is
+                self._broadcast_raised(subscriber, exc)
                 continue
-            if _isawaitable(result):
+            if pending:
                 self._start(self._await_broadcast, result, subscriber)
 
     async def _await_broadcast(self, awaitable: Awaitable[Any], subscriber: Any) -> None:
         try:
             await awaitable
-        except Exception:
-            logger.exception("broadcast subscriber %r on %r raised", subscriber, self._name)
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                raise
+            self._broadcast_raised(subscriber, exc)
+
+    def _broadcast_raised(self, subscriber: Any, exc: BaseException) -> None:
+        logger.error("broadcast subscriber %r on %r raised", subscriber, self._name, exc_info=exc)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or carries) the running backend's cancellation exception."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, cancelled):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(cancelled) is not None
 
 
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})

@@ -136,14 +136,25 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        """Capture ``exc`` (type, message, formatted traceback)."""
+        """Capture ``exc`` (type, message, formatted traceback). Never raises.
+
+        ``str(exc)`` runs the exception's own code: should that fail, the message says so
+        instead (a failure being reported must not become a second, unreported one).
+        """
         exc_type = type(exc)
         module = exc_type.__module__
         name = exc_type.__qualname__
         if module != "builtins":
             name = f"{module}.{name}"
-        text = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
-        return cls(type_name=name, message=str(exc), traceback=text)
+        try:
+            message = str(exc)
+        except BaseException as str_exc:  # user code; no checkpoint here, so no cancellation
+            message = f"<str() of the exception raised {type(str_exc).__name__}>"
+        try:
+            text = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
+        except BaseException as tb_exc:  # same: a pathological exception object
+            text = f"<the traceback could not be formatted: {type(tb_exc).__name__}>"
+        return cls(type_name=name, message=message, traceback=text)
 
     def to_dict(self) -> dict[str, str]:
         """Plain-data form, for the wire."""

@@ -83,13 +83,6 @@ def _check_subscriber(subscriber: object) -> None:
         raise TypeError(f"subscriber must be callable, got {subscriber!r}")
 
 
-def _value_data(value: Any) -> bytes:
-    try:
-        return wire.encode_reply(value)
-    except CodecError as exc:
-        return _error_data(exc)
-
-
 def _error_data(exc: BaseException) -> bytes:
     return wire.encode_error(ErrorInfo.from_exception(exc))
 
@@ -246,10 +239,14 @@ class AmqpCommunicator(LoopEndpoint):
         try:
             await wait_future(io.submit(io.open))
         except BaseException:
+            # a failed open leaves nothing behind: no connection, no I/O thread, no loop
             self._state = _CLOSED
             self._closed_event.set()
             with anyio.CancelScope(shield=True):
-                await wait_future(io.submit(io.close))
+                with contextlib.suppress(Exception):  # the open's error is the one to raise
+                    await wait_future(io.submit(io.close))
+                io.stop()
+                await io.stopped()
             raise
         async with self._serving():
             self._state = _OPEN
@@ -360,10 +357,25 @@ class AmqpCommunicator(LoopEndpoint):
             self._reply(item, wire.encode_fault("unroutable", self._closed_text()))
 
     def _rpc_done(self, item: RpcItem, value: Any) -> None:
-        self._reply(item, _value_data(value))
+        try:
+            data = wire.encode_reply(value)
+        except CodecError as exc:
+            self._unsendable("rpc", item.subscriber, exc)
+            data = _error_data(exc)
+        self._reply(item, data)
 
-    def _rpc_failed(self, item: RpcItem, exc: Exception) -> None:
+    def _rpc_failed(self, item: RpcItem, exc: BaseException) -> None:
         self._reply(item, _error_data(exc))
+
+    def _unsendable(self, kind: str, subscriber: Any, exc: CodecError) -> None:
+        logger.warning(
+            "%s subscriber %r on %r returned a result that can't be sent (%s); "
+            "answered with the CodecError",
+            kind,
+            subscriber,
+            self._name,
+            exc,
+        )
 
     def _reply(self, item: RpcItem, data: bytes) -> None:
         if self._io is not None:
@@ -373,12 +385,12 @@ class AmqpCommunicator(LoopEndpoint):
         try:
             data = wire.encode_reply(value)
         except CodecError as exc:
+            self._unsendable("task", item.sub.subscriber, exc)
             self._task_failed(item, exc)
             return
-        assert self._io is not None
-        self._io.post(self._io.tasks.finish, item, data)
+        self._settle_task(item, data)
 
-    def _task_failed(self, item: TaskItem, exc: Exception) -> None:
+    def _task_failed(self, item: TaskItem, exc: BaseException) -> None:
         if not item.message.reply_to:
             logger.error(
                 "task subscriber %r on %r raised (no reply requested)",
@@ -386,12 +398,30 @@ class AmqpCommunicator(LoopEndpoint):
                 self._name,
                 exc_info=exc,
             )
-        assert self._io is not None
-        self._io.post(self._io.tasks.finish, item, _error_data(exc))
+        self._settle_task(item, _error_data(exc))
 
     def _task_rejected(self, item: TaskItem) -> None:
-        assert self._io is not None
-        self._io.post(self._io.tasks.reject, item)
+        self._settle_task(item, None)
+
+    def _settle_task(self, item: TaskItem, reply: bytes | None) -> None:
+        """Reply ``reply`` and ack, or (``None``) hand the task on as rejected; once only:
+        a second settlement of a delivery would close its channel."""
+        if item.settling:
+            return
+        item.settling = True
+        io = self._io
+        assert io is not None
+        if reply is None:
+            io.post(io.tasks.reject, item)
+        else:
+            io.post(io.tasks.finish, item, reply)
+
+    def _fail_item(self, item: Any, exc: BaseException) -> None:
+        kind = type(item)
+        if kind is RpcItem:
+            self._rpc_failed(item, exc)  # a second reply would be dropped by its sender
+        elif kind is TaskItem:
+            self._task_failed(item, exc)  # nothing if it was settled already
 
     # -- subscriptions --------------------------------------------------------------------
 

@@ -64,6 +64,9 @@ class IoThread:
         self.thread = threading.Thread(target=self._run, name=f"plumio-amqp {name}", daemon=True)
         self._tasks: set[asyncio.Task[Any]] = set()  # submitted operations
         self.posted: set[asyncio.Task[Any]] = set()  # replies, acks, rejections
+        #: done when the loop is closed (its selector and self-pipe with it) and the thread
+        #: is about to return
+        self.finished: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     def start(self) -> None:
         self.thread.start()
@@ -73,13 +76,22 @@ class IoThread:
         try:
             self.loop.run_forever()
         finally:
-            tasks = asyncio.all_tasks(self.loop)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
+            try:
+                tasks = asyncio.all_tasks(self.loop)
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+                self.finished.set_result(None)
+
+    def join(self) -> None:
+        """Wait for the thread to exit; call it once :attr:`finished` is done (or never
+        started), so it blocks only while the thread returns."""
+        if self.thread.ident is not None:
+            self.thread.join()
 
     def is_current(self) -> bool:
         return _get_ident() == self.thread.ident

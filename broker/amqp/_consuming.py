@@ -224,24 +224,28 @@ class RpcConsumers:
         await control.queue_delete(sub.queue_name)
 
     async def _on_rpc(self, sub: RpcSub, message: DeliveredMessage) -> None:
-        properties = message.header.properties
-        reply_to = properties.reply_to
-        correlation_id = properties.correlation_id
         try:
-            body = wire.decode_request(message.body, "rpc")
-            if not reply_to or not correlation_id:
-                raise wire.Malformed("rpc without reply_to or correlation_id")
-        except wire.Malformed as exc:
-            await self.publisher.dead_letter_copy(message, sub.queue_name, str(exc))
-            return
-        try:
-            self.caller._deliver(RpcItem(sub.subscriber, body, reply_to, correlation_id))
-        except LoopGone:
-            self.outbox.post_reply(
-                reply_to,
-                correlation_id,
-                wire.encode_fault("unroutable", self.caller._closed_text()),
-            )
+            properties = message.header.properties
+            reply_to = properties.reply_to
+            correlation_id = properties.correlation_id
+            try:
+                wire.check_content_type(properties.content_type)
+                body = wire.decode_request(message.body, "rpc")
+                if not reply_to or not correlation_id:
+                    raise wire.Malformed("rpc without reply_to or correlation_id")
+            except wire.Malformed as exc:
+                await self.publisher.dead_letter_copy(message, sub.queue_name, str(exc))
+                return
+            try:
+                self.caller._deliver(RpcItem(sub.subscriber, body, reply_to, correlation_id))
+            except LoopGone:
+                self.outbox.post_reply(
+                    reply_to,
+                    correlation_id,
+                    wire.encode_fault("unroutable", self.caller._closed_text()),
+                )
+        except Exception:  # a bug: aiormq would drop it silently; say it, once
+            _consumer_failed(self.connection, sub.queue_name)
 
 
 async def _raw_control(connection: Connection, session: Session) -> RawChannel:
@@ -308,15 +312,29 @@ class BroadcastConsumer:
 
     async def _on_broadcast(self, message: DeliveredMessage) -> None:
         try:
-            body, sender, subject, correlation_id = wire.decode_broadcast(message.body)
-        except wire.Malformed as exc:
-            await self.publisher.dead_letter_copy(message, self.queue_name, str(exc))
-            return
-        matching = tuple(
-            s.subscriber if isinstance(s, BroadcastFilter) else s
-            for s in self.subscribers.values()
-            if not isinstance(s, BroadcastFilter) or s.matches(sender, subject)
-        )
-        if matching:
-            with contextlib.suppress(LoopGone):
-                self.caller._deliver(BroadcastItem(matching, body, sender, subject, correlation_id))
+            try:
+                wire.check_content_type(message.header.properties.content_type)
+                body, sender, subject, correlation_id = wire.decode_broadcast(message.body)
+            except wire.Malformed as exc:
+                await self.publisher.dead_letter_copy(message, self.queue_name, str(exc))
+                return
+            matching = tuple(
+                s.subscriber if isinstance(s, BroadcastFilter) else s
+                for s in self.subscribers.values()
+                if not isinstance(s, BroadcastFilter) or s.matches(sender, subject)
+            )
+            if matching:
+                with contextlib.suppress(LoopGone):
+                    self.caller._deliver(
+                        BroadcastItem(matching, body, sender, subject, correlation_id)
+                    )
+        except Exception:  # a bug: aiormq would drop it silently; say it, once
+            _consumer_failed(self.connection, self.queue_name)
+
+
+def _consumer_failed(connection: Connection, queue: str) -> None:
+    logger.exception(
+        "amqp %r: a message from %r could not be handled (a bug); dropped",
+        connection.settings.name,
+        queue,
+    )

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, final
 
 from .._errors import BrokerUnavailableError
+from .._wakeup import wait_future
 from ._connection import Connection, IoThread, OnMessage, Session
 from ._consuming import BroadcastConsumer, Caller, RpcConsumers
 from ._publishing import Publisher
@@ -66,6 +67,12 @@ class IoSide:
     def stop(self) -> None:
         """Stop the loop (from any thread); its thread then closes it and exits."""
         self.thread.stop()
+
+    async def stopped(self) -> None:
+        """From the caller's loop: wait until the I/O thread has closed its loop and exited,
+        so nothing of it (thread, selector, self-pipe) is left. Call :meth:`stop` first."""
+        await wait_future(self.thread.finished)
+        self.thread.join()  # it has set its last future: this only waits for it to return
 
     def is_current(self) -> bool:
         return self.thread.is_current()

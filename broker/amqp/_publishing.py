@@ -11,20 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, final
 
 from .._errors import DeliveryFailed
 from ._connection import Connection, Session
+from ._wire import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from aiormq import Channel as RawChannel
     from aiormq.abc import DeliveredMessage
 
-__all__: list[str] = []
+__all__ = ["CONTENT_TYPE", "Publisher"]
 
 logger = logging.getLogger("broker.amqp")
-
-CONTENT_TYPE: Final = "application/json"
 
 
 @final

@@ -202,8 +202,10 @@ class Rpc:
 
     async def on_reply(self, message: DeliveredMessage) -> None:
         """The consumer of the reply queue: resolve the pending reply it answers."""
-        correlation_id = message.header.properties.correlation_id
+        properties = message.header.properties
+        correlation_id = properties.correlation_id
         try:
+            wire.check_content_type(properties.content_type)
             ok, value = wire.decode_reply(message.body)
             if not correlation_id:
                 raise wire.Malformed("reply without correlation_id")

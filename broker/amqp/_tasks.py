@@ -63,10 +63,25 @@ def _header_int(headers: Mapping[str, Any], key: str) -> int:
 
 
 def _header_ids(headers: Mapping[str, Any]) -> list[str]:
+    """The consumer ids in the ``plumio-rejected-by`` header; raises :class:`wire.Malformed`
+    when it is not a list of ids (text, or UTF-8 bytes)."""
     value = headers.get(_REJECTED_BY)
-    if isinstance(value, list | tuple):
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in value]
-    return []
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise wire.Malformed(f"header {_REJECTED_BY!r} is not a list: {value!r:.80}")
+    try:
+        return [v.decode() if isinstance(v, bytes) else _text(v) for v in value]
+    except (UnicodeDecodeError, TypeError):
+        raise wire.Malformed(
+            f"header {_REJECTED_BY!r} holds something other than consumer ids: {value!r:.80}"
+        ) from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    return value
 
 
 @attrs.define(eq=False)
@@ -85,7 +100,7 @@ class TaskSub:
 class TaskItem:
     """A task delivery handed to the caller's loop."""
 
-    __slots__ = ("body", "epoch", "message", "sub")
+    __slots__ = ("body", "epoch", "message", "settling", "sub")
 
     def __init__(
         self, sub: TaskSub, epoch: int, message: AbstractIncomingMessage, body: Any
@@ -94,6 +109,7 @@ class TaskItem:
         self.epoch = epoch
         self.message = message
         self.body = body
+        self.settling = False  # its ack or rejection is on its way (the caller's loop sets it)
 
 
 @final
@@ -283,18 +299,39 @@ class TaskQueues:
         return _header_int(headers, _REDELIVERIES) + _header_int(headers, "x-delivery-count")
 
     async def _on_delivery(self, sub: TaskSub, epoch: int, message: DeliveredMessage) -> None:
-        await self._on_task(sub, epoch, self.aio_pika.IncomingMessage(message, no_ack=False))
+        incoming: AbstractIncomingMessage | None = None
+        try:
+            incoming = self.aio_pika.IncomingMessage(message, no_ack=False)
+            await self._on_task(sub, epoch, incoming)
+        except Exception:
+            # A bug: unsettled, the task would hold a prefetch slot for the channel's
+            # lifetime. Give it back (the queue's delivery limit dead-letters a task that
+            # keeps failing here), and say so once.
+            logger.exception(
+                "amqp %r: a task from %r could not be handled (a bug); requeued",
+                self.settings.name,
+                self.names.task_queue(sub.queue),
+            )
+            # aio-pika's nack refuses a message that was settled already (a second
+            # settlement would close the channel); without one, nothing was settled
+            with contextlib.suppress(Exception):
+                if incoming is not None:
+                    await incoming.nack(requeue=True)
+                elif message.delivery_tag is not None:
+                    await message.channel.basic_nack(message.delivery_tag, requeue=True)
 
     async def _on_task(self, sub: TaskSub, epoch: int, message: AbstractIncomingMessage) -> None:
         queue_name = self.names.task_queue(sub.queue)
         headers = message.headers or {}
         try:
+            wire.check_content_type(message.content_type)
             body = wire.decode_request(message.body, "task")
+            rejected_by = _header_ids(headers)
         except wire.Malformed as exc:
             self.publisher.log_malformed(queue_name, str(exc))
             await self._settle(message.reject(requeue=False))
             return
-        if sub.consumer_id in _header_ids(headers):
+        if sub.consumer_id in rejected_by:
             await self._bounce(sub, message)
             return
         deliveries = self._redeliveries(message) + 1

@@ -12,10 +12,12 @@ Envelope (JSON, UTF-8, ``content_type=application/json``), version 1:
   "dead_lettered", "message": ...}}`` (the broker side gave up: :class:`UnroutableError` /
   :class:`DeadLetteredError`).
 
-Anything else (not JSON, NaN/Infinity, another version, a kind the queue does not carry, a
-missing field) is *malformed*: :func:`decode_request` and friends raise :class:`Malformed`, and
-the adapter rejects the message to the dead-letter queue. Extra keys are ignored, so a later
-version may add fields.
+Anything else (a ``content_type`` other than JSON, not JSON, NaN/Infinity, nested deeper than
+the codec's ``max_depth`` below the envelope, another version, a kind the queue does not carry,
+a missing field) is *malformed*: :func:`check_content_type`, :func:`decode_request` and friends
+raise :class:`Malformed`, and the adapter rejects the message to the dead-letter queue. Extra
+keys are ignored, so a later version may add fields. A message without a ``content_type`` is
+taken for JSON (plain AMQP clients often leave it out).
 
 Names (``ns`` is the namespace; it may not contain a dot, so every name below is unambiguous):
 
@@ -44,11 +46,12 @@ from typing import Any, Final, final
 
 import attrs
 
-from .._codec import JsonCodec
+from .._codec import MAX_DEPTH, JsonCodec, exceeds_depth
 from .._errors import DeadLetteredError, ErrorInfo, RemoteError, UnroutableError
 
 __all__ = [
     "VERSION",
+    "CONTENT_TYPE",
     "Malformed",
     "Names",
     "escape",
@@ -57,12 +60,15 @@ __all__ = [
     "encode_reply",
     "encode_error",
     "encode_fault",
+    "check_content_type",
     "decode_request",
     "decode_broadcast",
     "decode_reply",
 ]
 
 VERSION: Final = 1
+#: the content type of every message the adapter publishes
+CONTENT_TYPE: Final = "application/json"
 #: AMQP short strings (queue names, routing keys) are at most 255 bytes
 MAX_NAME_BYTES: Final = 255
 
@@ -198,11 +204,40 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+def check_content_type(content_type: str | None) -> None:
+    """Raise :class:`Malformed` unless ``content_type`` is JSON (or absent).
+
+    ``application/json`` may carry parameters; a charset, if given, must be UTF-8.
+    """
+    if not content_type:
+        return
+    media, *params = content_type.split(";")
+    if media.strip().lower() == CONTENT_TYPE and all(
+        value.strip().strip('"').lower() in ("utf-8", "utf8")
+        for key, _, value in (param.partition("=") for param in params)
+        if key.strip().lower() == "charset"
+    ):
+        return
+    raise Malformed(f"content type {content_type!r} is not {CONTENT_TYPE!r}")
+
+
+#: the envelope is one level around what the codec encoded
+_ENVELOPE_DEPTH: Final = MAX_DEPTH + 1
+_TOO_DEEP_HERE: Final = object()
+
+
 def _load(data: bytes) -> dict[str, Any]:
     try:
         value = json.loads(data, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    except RecursionError:
+        # deeper than this thread's stack allows; the depth check below says why, if it can
+        value = _TOO_DEEP_HERE
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:
         raise Malformed(f"not JSON: {exc}") from None
+    if exceeds_depth(data, _ENVELOPE_DEPTH):
+        raise Malformed(f"nested more than {MAX_DEPTH} levels deep below the envelope")
+    if value is _TOO_DEEP_HERE:
+        raise Malformed("not JSON: nested too deeply for this thread's stack")
     if not isinstance(value, dict):
         raise Malformed(f"not an envelope: a JSON {type(value).__name__}")
     if value.get("v") != VERSION or type(value.get("v")) is not int:

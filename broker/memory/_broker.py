@@ -38,6 +38,7 @@ import attrs
 from .._codec import Codec, JsonCodec
 from .._delivery import DEFAULT_QUEUE, ReplySink, resolve
 from .._errors import (
+    CodecError,
     DeadLetteredError,
     DuplicateSubscriberError,
     RemoteError,
@@ -488,7 +489,10 @@ class MemoryBroker:
                     f"delivered {task.deliveries} times; its consumers went away each time "
                     f"(max_redeliveries={self.max_redeliveries})"
                 )
-                body = self._decode(task.payload)
+                try:
+                    body = self._decode(task.payload)
+                except CodecError:  # kept as it was sent: it still must not be lost
+                    body = task.payload
                 q.dead.append(DeadLetter(q.name, body, task.deliveries, reason))
                 logger.warning("task dead-lettered in queue %r: %s", q.name, reason)
                 error = DeadLetteredError(f"task in queue {q.name!r} {reason}")
@@ -613,17 +617,37 @@ class MemoryBroker:
 
     # -- codec ----------------------------------------------------------------------------
 
+    # Whatever a codec raises becomes a CodecError here (JsonCodec raises nothing else; a
+    # codec of the user's might), so the endpoints see one typed error per boundary.
+
     def encode(self, value: Any, what: str) -> Any:
+        """``value`` as the codec sends it (itself, without a codec); raises CodecError."""
         codec = self.codec
-        return value if codec is None else codec.encode(value, what=what)
+        if codec is None:
+            return value
+        try:
+            return codec.encode(value, what=what)
+        except CodecError:
+            raise
+        except Exception as exc:
+            raise _codec_failed("encode", what, exc) from exc
 
     def _decode(self, payload: Any) -> Any:
         codec = self.codec
-        return payload if codec is None else codec.decode(payload)
+        if codec is None:
+            return payload
+        try:
+            return codec.decode(payload)
+        except CodecError:
+            raise
+        except Exception as exc:
+            raise _codec_failed("decode", "payload", exc) from exc
 
     def round_trip(self, value: Any, what: str) -> Any:
-        codec = self.codec
-        return value if codec is None else codec.decode(codec.encode(value, what=what))
+        """What a receiver gets for ``value``; raises CodecError."""
+        if self.codec is None:
+            return value
+        return self._decode(self.encode(value, what))
 
     # -- introspection --------------------------------------------------------------------
 
@@ -663,6 +687,10 @@ class MemoryBroker:
                 queues=MappingProxyType(queues),
                 consumers=consumers,
             )
+
+
+def _codec_failed(action: str, what: str, exc: Exception) -> CodecError:
+    return CodecError(f"can't {action} {what}: the codec raised {type(exc).__name__}: {exc}")
 
 
 def _new_identifier() -> str:

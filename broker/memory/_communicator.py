@@ -177,12 +177,23 @@ class LoopCommunicator(LoopEndpoint):
         try:
             value = self._broker.round_trip(value, "reply")
         except CodecError as exc:
+            self._unsendable("rpc", call.subscriber, exc)
             self._rpc_failed(call, exc)
         else:
             resolve(call.sink, True, value)
 
-    def _rpc_failed(self, call: RpcCall, exc: Exception) -> None:
+    def _rpc_failed(self, call: RpcCall, exc: BaseException) -> None:
         resolve(call.sink, False, RemoteError(ErrorInfo.from_exception(exc)))
+
+    def _unsendable(self, kind: str, subscriber: Any, exc: CodecError) -> None:
+        logger.warning(
+            "%s subscriber %r on %r returned a result that can't be sent (%s); "
+            "answered with the CodecError",
+            kind,
+            subscriber,
+            self._name,
+            exc,
+        )
 
     def _run_task(self, attempt: Attempt) -> None:
         if not attempt.live:
@@ -206,11 +217,12 @@ class LoopCommunicator(LoopEndpoint):
         try:
             value = self._broker.round_trip(value, "reply")
         except CodecError as exc:
+            self._unsendable("task", attempt.subscriber, exc)
             self._task_failed(attempt, exc)
         else:
             self._broker.complete(attempt, True, value)
 
-    def _task_failed(self, attempt: Attempt, exc: Exception) -> None:
+    def _task_failed(self, attempt: Attempt, exc: BaseException) -> None:
         if attempt.task.sink is None:
             logger.error(
                 "task subscriber %r on %r raised (no reply requested)",
@@ -224,16 +236,30 @@ class LoopCommunicator(LoopEndpoint):
         self._broker.reject(attempt)
 
     def _run_broadcast(self, delivery: BroadcastDelivery) -> None:
-        body = self._broker._decode(delivery.payload)
-        if self._broker.codec is not None:
-            body, sender, subject, correlation_id = body
-        else:
-            sender, subject, correlation_id = (
+        broker = self._broker
+        if broker.codec is None:
+            body, sender, subject, correlation_id = (
+                delivery.payload,
                 delivery.sender,
                 delivery.subject,
                 delivery.correlation_id,
             )
+        else:
+            try:  # strict mode: the four parts, each encoded on its own
+                body, sender, subject, correlation_id = map(broker._decode, delivery.payload)
+            except Exception as exc:  # CodecError, or a payload that isn't four parts
+                logger.error(
+                    "communicator %r dropped a broadcast it can't decode: %s", self._name, exc
+                )
+                return
         self._handle_broadcast(delivery.subscribers, body, sender, subject, correlation_id)
+
+    def _fail_item(self, item: Any, exc: BaseException) -> None:
+        # resolving and completing are idempotent: a sender answered already stays answered
+        if type(item) is RpcCall:
+            self._rpc_failed(item, exc)
+        elif type(item) is Attempt:
+            self._broker.complete(item, False, ErrorInfo.from_exception(exc))
 
     # -- subscriptions --------------------------------------------------------------------
 
@@ -350,7 +376,13 @@ class LoopCommunicator(LoopEndpoint):
         if broker.codec is None:
             payload = body
         else:
-            payload = broker.encode([body, sender, subject, correlation_id], "broadcast")
+            # each part on its own, as on the wire: the depth limit applies to the body
+            payload = (
+                broker.encode(body, "broadcast[0]"),
+                broker.encode(sender, "broadcast[1]"),
+                broker.encode(subject, "broadcast[2]"),
+                broker.encode(correlation_id, "broadcast[3]"),
+            )
         broker.broadcast(payload, sender, subject, correlation_id)
 
     async def broadcast_send(
