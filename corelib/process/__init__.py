@@ -1,12 +1,17 @@
 """The process layer: what a process *is*, with no I/O and no knowledge of who runs it.
 
-It owns the one table of legal state moves (:mod:`._states`, sans-IO), the :class:`Process`
-base class users subclass (hooks, inputs and outputs, control requests) and the driver that
-advances it, ports and specs, exit codes, listeners and the process errors. It imports nothing
-from the rest of corelib; the runner that drives a process is reached through the small
-interface a process declares for it.
+It owns the one table of legal state moves (:mod:`._states`, sans-IO), ports and specs, exit
+codes, listeners and the process errors, and the :class:`Process` base class users subclass.
+``Process`` is the top of a chain of three classes, each in its own module: ``Process``
+(:mod:`._process`: the user-facing API, inputs and outputs, control requests), the driver that
+advances it (:mod:`._driver`: steps, waits, parking) and the core (:mod:`._core`: the spec, the
+``on_*`` hooks and the state moves that call them). It imports nothing from the rest of
+corelib; the runner that drives a process is reached through the small interface a process
+declares for it, :class:`ProcessHost`.
 """
 
+from ._driver import MISSING_OUTPUTS_STATUS as MISSING_OUTPUTS_STATUS
+from ._driver import ProcessStatistics as ProcessStatistics
 from ._errors import InvalidTransitionError as InvalidTransitionError
 from ._errors import InvalidWaitError as InvalidWaitError
 from ._errors import LoopRunningError as LoopRunningError
@@ -19,6 +24,8 @@ from ._errors import ProcessStateError as ProcessStateError
 from ._errors import RunnerNotRunningError as RunnerNotRunningError
 from ._exit_code import ExitCode as ExitCode
 from ._frozen import AttributesFrozenDict as AttributesFrozenDict
+from ._handles import ControlHandle as ControlHandle
+from ._handles import ControlOutcome as ControlOutcome
 from ._listener import ProcessListener as ProcessListener
 from ._ports import UNSPECIFIED as UNSPECIFIED
 from ._ports import InputPort as InputPort
@@ -30,11 +37,8 @@ from ._ports import PortValidationError as PortValidationError
 from ._ports import PortValidator as PortValidator
 from ._ports import SpecSealedError as SpecSealedError
 from ._ports import ValidType as ValidType
-from ._process import MISSING_OUTPUTS_STATUS as MISSING_OUTPUTS_STATUS
-from ._process import ControlHandle as ControlHandle
-from ._process import ControlOutcome as ControlOutcome
 from ._process import Process as Process
-from ._process import ProcessStatistics as ProcessStatistics
+from ._process import ProcessHost as ProcessHost
 from ._spec import HasSpec as HasSpec
 from ._spec import ProcessSpec as ProcessSpec
 from ._states import NO_VALUE as NO_VALUE
@@ -80,6 +84,7 @@ __all__ = [
     "ControlHandle",
     "ControlOutcome",
     "Process",
+    "ProcessHost",
     "ProcessStatistics",
     "NO_VALUE",
     "Continue",

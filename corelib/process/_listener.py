@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._process import Process
+from typing import Any
 
 __all__ = ["ProcessListener", "fire_listeners", "notify_listeners"]
 
@@ -25,33 +22,37 @@ class ProcessListener:
     Events fire in the process's own loop, right after the state (or flag) they report has
     been installed, so ``process.state`` already shows it. Each event fires exactly once per
     occurrence.
+
+    ``process`` is the :class:`~corelib.Process` the event is about. It is annotated ``Any``
+    because this module sits below the ``Process`` class (which imports it); it also lets an
+    override annotate it as ``Process`` or as the subclass it listens to.
     """
 
-    def on_process_created(self, process: Process) -> None:
+    def on_process_created(self, process: Any) -> None:
         """The process was created (fires only for listeners given to the constructor)."""
 
-    def on_process_running(self, process: Process) -> None:
+    def on_process_running(self, process: Any) -> None:
         """The process entered RUNNING (again on every ``Continue`` and resume)."""
 
-    def on_process_waiting(self, process: Process) -> None:
+    def on_process_waiting(self, process: Any) -> None:
         """The process entered WAITING."""
 
-    def on_process_paused(self, process: Process) -> None:
+    def on_process_paused(self, process: Any) -> None:
         """The process was paused."""
 
-    def on_process_played(self, process: Process) -> None:
+    def on_process_played(self, process: Any) -> None:
         """The process was played (unpaused)."""
 
-    def on_output_emitted(self, process: Process, output_port: str, value: Any) -> None:
+    def on_output_emitted(self, process: Any, output_port: str, value: Any) -> None:
         """The process emitted a validated output on ``output_port`` (a dotted path)."""
 
-    def on_process_finished(self, process: Process, outputs: Mapping[str, Any]) -> None:
+    def on_process_finished(self, process: Any, outputs: Mapping[str, Any]) -> None:
         """The process finished (successfully or not); ``outputs`` is its outputs view."""
 
-    def on_process_excepted(self, process: Process, reason: str) -> None:
+    def on_process_excepted(self, process: Any, reason: str) -> None:
         """The process excepted; ``reason`` is ``"<TypeName>: <message>"``."""
 
-    def on_process_killed(self, process: Process, message: str | None) -> None:
+    def on_process_killed(self, process: Any, message: str | None) -> None:
         """The process was killed with ``message``."""
 
 
