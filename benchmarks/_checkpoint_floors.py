@@ -35,7 +35,7 @@ import anyio
 import anyio.lowlevel
 
 from corelib import Runner, checkpoint_of
-from corelib.persistence._checkpoint import CheckpointCodec
+from corelib.persistence._codec import CheckpointCodec
 
 try:
     import orjson

@@ -63,6 +63,7 @@ from .process import Transition as Transition
 from .process import Wait as Wait
 from .process import Waiting as Waiting
 from .runner import Runner as Runner
+from .runner import continue_process as continue_process
 from .runner import run as run
 from .runner import run_get_process as run_get_process
 from .runner import run_get_process_sync as run_get_process_sync
@@ -107,7 +108,6 @@ from .persistence import SqlitePersister as SqlitePersister
 from .persistence import UnknownClassError as UnknownClassError
 from .persistence import checkpoint_of as checkpoint_of
 from .persistence import class_identifier as class_identifier
-from .persistence import continue_process as continue_process
 from .persistence import load_process as load_process
 
 # --- control over communicators, workers ---

@@ -5,11 +5,21 @@ Theory of operation
 :func:`checkpoint_of` turns a process at a step boundary into a plain
 :class:`~corelib.Checkpoint`: its state record (already plain data: the next step's *name* and
 arguments, the waiting continuation's name, the result...), paused flag, inputs, outputs, and
-for a WorkChain its context, outline cursor and the children it awaits (by pid).
+what its class saves of itself through the checkpoint protocol,
+:meth:`~corelib.Process.save_instance_state` (a WorkChain: its context, outline cursor and the
+children it awaits, by pid).
 
 :func:`load_process` does the reverse without running any hook (``on_create`` ran when the
 process was first created): the class comes from a :class:`~corelib.ClassLoader` (allowed
-module prefixes only), method names are bound again, and the process is ready to be launched.
+module prefixes only), method names are bound again, the saved state goes back through
+:meth:`~corelib.Process.load_instance_state`, and the process is ready to be launched.
+
+**The protocol.** A process class turns its own extra state into a dict of plain data and
+back; this module maps that dict onto the record and knows no subclass's internals. The keys
+``ctx`` (a mapping), ``cursor`` (a sequence of ints) and ``awaiting`` (a sequence of mappings)
+go to the record's fields of those names, where WorkChain checkpoints have always kept them;
+every other key goes to ``instance_state``. Loading rebuilds the same dict (a key whose field
+is empty is left out) and hands the process its own copy of every dict and list in it.
 
 :class:`Checkpointer` is what a :class:`~corelib.Runner` given a persister attaches to each
 process: after every transition (and pause/play) it takes the checkpoint at once, in the
@@ -18,15 +28,8 @@ crash can lose the last few checkpoints, never leave a torn one (the persisters 
 atomically), and every checkpoint is a consistent step boundary, so continuing from it gives
 the same results as an uninterrupted run whenever the steps themselves are deterministic.
 
-:func:`continue_process` loads a process by pid and launches it in a runner; a waiting
-WorkChain re-attaches to its children by pid, continuing those too when they are not running
-yet (a child that already terminated is loaded, not run again).
-
-A WorkChain rebuilt by :func:`load_process` and launched by hand (``runner.launch``) finds its
-children the same way: :func:`reattach_children` (called by the launch) takes those running in
-that runner, the others are continued from the runner's persister when it next runs
-(:func:`continue_children`), and without a persister the launch raises
-:class:`ChildrenNotFoundError` at once, so that it never waits for children nobody runs.
+Continuing a process (loading it and launching it in a runner, children first) is the runner
+layer's job: :func:`~corelib.continue_process` and ``corelib.runner.continue_children``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import anyio.lowlevel
-import attrs
 
 from ..process._frozen import _NOT_MAPPINGS, AttributesFrozenDict
 from ..process._listener import ProcessListener
@@ -55,17 +57,10 @@ from ..process._states import (
     StateData,
     Waiting,
 )
-from ..workchain._workchain import AttributesDict
-from ._checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    CheckpointNotFoundError,
-    CorruptCheckpointError,
-)
+from ._checkpoint import Checkpoint, CheckpointError, CorruptCheckpointError
 from ._loader import ClassLoader, class_identifier
 
 if TYPE_CHECKING:
-    from ..runner._runner import Runner
     from ._persisters import Persister
 
 __all__ = [
@@ -73,8 +68,6 @@ __all__ = [
     "Checkpointer",
     "checkpoint_of",
     "load_process",
-    "continue_process",
-    "continue_children",
     "NotCheckpointableError",
     "ChildrenNotFoundError",
 ]
@@ -83,18 +76,8 @@ logger = logging.getLogger("corelib.persistence")
 
 
 class NotCheckpointableError(CheckpointError):
-    """Raised when a process can't be checkpointed now (mid-step), or can't be re-attached to
-    what it was waiting for."""
-
-
-_NO_PERSISTER: Final = (
-    "which don't run in this runner, and the runner has no persister to continue them from: "
-    "launch them in this runner first, or launch it in a runner with a persister that holds "
-    "their checkpoints (or use continue_process(runner, persister, pid))"
-)
-_NOT_PERSISTED: Final = (
-    "which don't run in this runner, and its persister holds no checkpoint of them"
-)
+    """Raised when a process can't be checkpointed now (mid-step, or waiting on something
+    that is not a process), or can't be re-attached to what it was waiting for."""
 
 
 @final
@@ -103,9 +86,10 @@ class ChildrenNotFoundError(NotCheckpointableError):
     them: they don't run in the runner it is launched in, and they can't be continued from a
     persister (the runner has none, or it holds no checkpoint of them).
 
-    Raised at once by :meth:`Runner.launch` when the runner has no persister (nothing is
-    launched), by :func:`continue_process` before anything is launched, and otherwise (the
-    runner's persister turns out to lack a checkpoint) it is what the WorkChain excepts with.
+    Raised at once by :meth:`~corelib.Runner.launch` when the runner has no persister (nothing
+    is launched), by :func:`~corelib.continue_process` before anything is launched, and
+    otherwise (the runner's persister turns out to lack a checkpoint) it is what the WorkChain
+    excepts with.
 
     Args:
         pid: the WorkChain's pid.
@@ -155,39 +139,41 @@ def _state_data(data: StateData) -> dict[str, Any]:
             return {}
 
 
-def _awaiting(process: Process) -> list[dict[str, Any]]:
-    # while waiting, and after the wait until the results are in ctx (``_children_done``)
-    awaited = getattr(process, "_awaiting", None)
-    if not awaited or process.state.terminal:
-        return []
-    out = []
-    for a in awaited:
-        target = a.target
-        pid = target.pid if isinstance(target, Process) else getattr(target, "pid", None)
-        if not isinstance(pid, str):
-            raise NotCheckpointableError(
-                f"process {process.pid} waits for {target!r} in ctx key {a.key!r}, which is not "
-                "a process: only children can be re-attached after a reload"
-            )
-        out.append({"kind": "process", "pid": pid, "key": a.key, "append": a.append})
-    return out
+#: The keys of ``save_instance_state`` that have record fields of their own.
+_FIELD_KEYS: Final = frozenset({"ctx", "cursor", "awaiting"})
 
 
 def checkpoint_of(process: Process) -> Checkpoint:
     """A checkpoint of ``process`` as it is now (between steps).
 
+    What the process's class keeps beyond every process's fields comes from its
+    :meth:`~corelib.Process.save_instance_state` (see the module docstring for where each key
+    goes). The record may share values nested in it (a list in a WorkChain's context) with
+    the live process: encode it, or copy it with :meth:`~corelib.CheckpointCodec.copy`,
+    before the process takes its next step (the runner's checkpointer encodes at once).
+
     Raises:
-        NotCheckpointableError: a step is running, or the process waits on something other
-            than child processes.
+        NotCheckpointableError: a step is running, or the process can't save its state now
+            (a WorkChain waiting on something other than child processes).
         CheckpointEncodeError: its class can't be reloaded (defined inside a function).
     """
     if process._stepping:
         raise NotCheckpointableError(f"process {process.pid} is in the middle of a step")
     machine = process._machine
-    ctx = getattr(process, "ctx", None)
-    if ctx is not None:
-        ctx = ctx._data.copy() if type(ctx) is AttributesDict else dict(ctx)
-    cursor = getattr(process, "_cursor", None)
+    state = process.save_instance_state()
+    if state:
+        ctx = state.get("ctx")
+        cursor = state.get("cursor")
+        awaiting = state.get("awaiting", ())
+        extra = (
+            {}
+            if _FIELD_KEYS.issuperset(state)
+            else {key: value for key, value in state.items() if key not in _FIELD_KEYS}
+        )
+    else:
+        ctx = cursor = None
+        awaiting = ()
+        extra = {}
     return Checkpoint(
         pid=process.pid,
         process_class=class_identifier(type(process)),
@@ -198,8 +184,9 @@ def checkpoint_of(process: Process) -> Checkpoint:
         inputs=process.inputs.to_dict(),
         outputs=process.outputs.to_dict(),
         ctx=ctx,
-        cursor=None if cursor is None else tuple(cursor),
-        awaiting=tuple(_awaiting(process)),
+        cursor=cursor,
+        awaiting=awaiting,
+        instance_state=extra,
         exit_code=process.exit_code,
         saved_at=time.time(),
     )
@@ -249,11 +236,12 @@ def _method(process: Process, name: str, pid: str) -> Any:
 def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -> Process:
     """Rebuild the process a checkpoint describes (not launched; no hook runs).
 
-    A WorkChain that waited on children knows them by pid only; launching it
-    (``runner.launch(process)``) finds them again: those running in that runner are
-    re-attached, the others are continued from the runner's persister, and without one the
-    launch raises :class:`ChildrenNotFoundError` at once. :func:`continue_process` does all of
-    it from any persister.
+    The process's own state goes back through its
+    :meth:`~corelib.Process.load_instance_state`. A WorkChain that waited on children knows
+    them by pid only; launching it (``runner.launch(process)``) finds them again: those
+    running in that runner are re-attached, the others are continued from the runner's
+    persister, and without one the launch raises :class:`ChildrenNotFoundError` at once.
+    :func:`~corelib.continue_process` does all of it from any persister.
 
     Args:
         checkpoint: what :func:`checkpoint_of` took.
@@ -263,7 +251,8 @@ def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -
         ForbiddenClassError: the class's module is not allowed by the loader.
         UnknownClassError: the class can't be found.
         CorruptCheckpointError: the checkpoint doesn't fit the class (a step name it lacks, inputs
-            that no longer validate).
+            that no longer validate, saved state its ``load_instance_state`` refuses with a
+            ``KeyError``, ``TypeError`` or ``ValueError``).
     """
     loader = loader if loader is not None else ClassLoader()
     cls = loader.load(checkpoint.process_class, pid=checkpoint.pid, base=Process)
@@ -287,8 +276,32 @@ def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -
         )
     elif isinstance(record, Waiting):
         process._wait_next = _method(process, record.next_step, checkpoint.pid)
-    _restore_workchain(process, checkpoint)
+    try:
+        process.load_instance_state(_instance_state(checkpoint))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptCheckpointError(
+            f"checkpoint of pid {checkpoint.pid!r}: its saved state doesn't fit "
+            f"{cls.__qualname__}: {exc!r}"
+        ) from None
     return process
+
+
+def _instance_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    """What the process's ``save_instance_state`` returned, for ``load_instance_state``.
+
+    Its dicts and lists are copies: the process may change them (a WorkChain's ctx grows),
+    and a checkpoint is a value (two processes loaded from one share nothing they change).
+    """
+    state: dict[str, Any] = {}
+    if checkpoint.ctx is not None:
+        state["ctx"] = checkpoint.ctx
+    if checkpoint.cursor is not None:
+        state["cursor"] = checkpoint.cursor
+    if checkpoint.awaiting:
+        state["awaiting"] = checkpoint.awaiting
+    if checkpoint.instance_state:
+        state.update(checkpoint.instance_state)
+    return _containers_copied(state) if state else state
 
 
 def _plain(value: Any) -> Any:
@@ -321,21 +334,6 @@ def _containers_copied(value: Any) -> Any:
             return value.copy()  # the common case, in one C call
         return [_containers_copied(item) for item in value]
     return value
-
-
-def _restore_workchain(process: Process, checkpoint: Checkpoint) -> None:
-    from ..workchain._workchain import AttributesDict, WorkChain, _Awaited, _PendingChild
-
-    if not isinstance(process, WorkChain):
-        return
-    # copied: the process changes its ctx (appends to lists), and a checkpoint is a value
-    process.ctx = AttributesDict(_containers_copied(checkpoint.ctx) if checkpoint.ctx else {})
-    if checkpoint.cursor is not None:
-        process._cursor = tuple(checkpoint.cursor)
-    process._awaiting = [
-        _Awaited(str(d["key"]), _PendingChild(str(d["pid"])), bool(d.get("append", False)))
-        for d in checkpoint.awaiting
-    ]
 
 
 # -- the checkpointer --------------------------------------------------------------------------
@@ -459,115 +457,3 @@ class Checkpointer(ProcessListener):
             idle, self._idle = self._idle, None
             if idle is not None:
                 idle.set()
-
-
-# -- continuing --------------------------------------------------------------------------------
-
-
-async def continue_process(
-    runner: Runner,
-    persister: Persister,
-    pid: str,
-    *,
-    tag: str | None = None,
-    loader: ClassLoader | None = None,
-) -> Process:
-    """Load process ``pid`` from ``persister`` and launch it in ``runner``.
-
-    A process already running in ``runner`` is returned as is. A terminal one is loaded (its
-    result and outputs are there) but not launched. A waiting WorkChain re-attaches to its
-    children by pid, continuing each child the same way first.
-
-    Raises:
-        CheckpointNotFoundError: no checkpoint of ``pid`` (and ``tag``).
-        ChildrenNotFoundError: a WorkChain waits for children that don't run in ``runner``
-            and of which ``persister`` holds no checkpoint; nothing of it was launched.
-        CheckpointError: the checkpoint can't be loaded (see :func:`load_process`).
-    """
-    running = runner.processes.get(pid)
-    if running is not None:
-        return running
-    checkpoint = await persister.load_checkpoint(pid, tag)
-    process = load_process(checkpoint, loader=loader)
-    if process.has_terminated():
-        return process
-    await continue_children(process, runner, persister, loader=loader)
-    runner.launch(process)  # waits again on what it waited for
-    return process
-
-
-async def continue_children(
-    process: Process,
-    runner: Runner,
-    persister: Persister | None,
-    *,
-    loader: ClassLoader | None = None,
-) -> None:
-    """Find the children a WorkChain rebuilt from a checkpoint knows only by pid: each is the
-    process of that pid running in ``runner``, or is continued there from ``persister`` (see
-    :func:`continue_process`). Anything else is left alone.
-
-    Raises:
-        ChildrenNotFoundError: some children don't run in ``runner``, and ``persister`` is
-            ``None`` or holds no checkpoint of them.
-    """
-    from ..workchain._workchain import _PendingChild
-
-    awaited = getattr(process, "_awaiting", None)
-    if not awaited or not any(type(a.target) is _PendingChild for a in awaited):
-        return
-    found: dict[str, Process] = {}
-    missing: list[tuple[str, str]] = []
-    for entry in awaited:
-        target = entry.target
-        if type(target) is not _PendingChild or target.pid in found:
-            continue
-        child = runner.processes.get(target.pid)
-        if child is None and persister is not None:
-            try:
-                child = await continue_process(runner, persister, target.pid, loader=loader)
-            except CheckpointNotFoundError:
-                child = None
-        if child is None:
-            missing.append((entry.key, target.pid))
-        else:
-            found[target.pid] = child
-    if missing:
-        reason = _NO_PERSISTER if persister is None else _NOT_PERSISTED
-        raise ChildrenNotFoundError(process.pid, missing, reason)
-    process._awaiting = [  # type: ignore[attr-defined]
-        attrs.evolve(entry, target=found[entry.target.pid])
-        if type(entry.target) is _PendingChild
-        else entry
-        for entry in awaited
-    ]
-
-
-def reattach_children(process: Process, runner: Runner) -> None:
-    """Before ``runner`` launches a process rebuilt from a checkpoint: re-attach a WorkChain
-    to the children it knows by pid that run in ``runner``; those that don't are continued
-    from the runner's persister once it runs (:func:`continue_children`).
-
-    Raises:
-        ChildrenNotFoundError: some children don't run in ``runner``, which has no persister.
-    """
-    from ..workchain._workchain import _PendingChild
-
-    awaited = getattr(process, "_awaiting", None)
-    if not awaited or not any(type(a.target) is _PendingChild for a in awaited):
-        return
-    running = runner.processes
-    resolved = []
-    missing: list[tuple[str, str]] = []
-    for entry in awaited:
-        target = entry.target
-        if type(target) is _PendingChild:
-            child = running.get(target.pid)
-            if child is not None:
-                entry = attrs.evolve(entry, target=child)
-            elif (entry.key, target.pid) not in missing:
-                missing.append((entry.key, target.pid))
-        resolved.append(entry)
-    if missing and runner.persister is None:
-        raise ChildrenNotFoundError(process.pid, missing, _NO_PERSISTER)
-    process._awaiting = resolved  # type: ignore[attr-defined]

@@ -2,9 +2,13 @@
 
 It owns launching, the pump that advances queued processes, parked processes, checkpoints on
 transitions (with a persister), ``run``/``run_sync`` and continuing a process from its
-checkpoint. Below it nothing knows about tasks or loops beyond a step's own awaits.
+checkpoint (:func:`continue_process`; :func:`continue_children` finds the children of a
+WorkChain rebuilt from a checkpoint). Below it nothing knows about tasks or loops beyond a
+step's own awaits.
 """
 
+from ._continue import continue_children as continue_children
+from ._continue import continue_process as continue_process
 from ._runner import Runner as Runner
 from ._runner import run as run
 from ._runner import run_get_process as run_get_process
@@ -13,6 +17,8 @@ from ._runner import run_sync as run_sync
 
 __all__ = [
     "Runner",
+    "continue_children",
+    "continue_process",
     "run",
     "run_get_process",
     "run_get_process_sync",

@@ -43,17 +43,13 @@ from broker._spawn import Spawner, open_spawner
 
 from ..persistence._loader import ClassLoader
 from ..persistence._persisters import Persister
-from ..persistence._save_load import (
-    Checkpointer,
-    CheckpointPolicy,
-    continue_process,
-    reattach_children,
-)
+from ..persistence._save_load import Checkpointer, CheckpointPolicy
 from ..process._errors import LoopRunningError, ProcessStateError, RunnerNotRunningError
 from ..process._frozen import AttributesFrozenDict
 from ..process._listener import ProcessListener
 from ..process._process import ControlHandle, Process, force_of
 from ..process._states import ProcessState
+from ._continue import continue_process, reattach_children
 
 __all__ = ["Runner", "run", "run_get_process", "run_sync", "run_get_process_sync"]
 

@@ -17,17 +17,25 @@ What a step returns decides what happens next:
 A child that excepts or is killed makes the step that awaited it fail with
 :class:`ChildProcessFailedError`, so the WorkChain excepts too (plumpy propagates child
 exceptions the same way).
+
+Checkpoints: the WorkChain saves its context, cursor and the children it awaits (by pid)
+through the process's checkpoint protocol (:meth:`WorkChain.save_instance_state` /
+:meth:`WorkChain.load_instance_state`). One rebuilt from a checkpoint while it waited knows
+its children by pid only (:attr:`WorkChain.pending_children`) until the runner that launches it
+re-attaches them (:meth:`WorkChain.attach_children`); that is the runner layer's job
+(``corelib.runner``), which this layer does not import.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any, ClassVar, final
 
 import anyio
 import attrs
 
+from ..persistence._save_load import ChildrenNotFoundError, NotCheckpointableError
 from ..process._errors import ProcessError
 from ..process._process import Process
 from ..process._spec import ProcessSpec
@@ -164,6 +172,12 @@ class _PendingChild:
     pid: str
 
 
+_NOT_ATTACHED = (
+    "which nothing re-attached: launch it with Runner.launch, or continue it with "
+    "continue_process(runner, persister, pid)"
+)
+
+
 class WorkChainSpec(ProcessSpec):
     """A process spec with an outline."""
 
@@ -246,6 +260,8 @@ class WorkChain(Process):
         self.ctx = AttributesDict()
         self._cursor: Cursor = ()
         self._awaiting: list[_Awaited] = []
+        # finds the children still pending when they are needed (set by the launching runner)
+        self._find_rest: Callable[[WorkChain], Awaitable[None]] | None = None
         super()._setup(*args)
 
     @property
@@ -257,6 +273,96 @@ class WorkChain(Process):
     def awaiting(self) -> tuple[tuple[str, Any, bool], ...]:
         """What the WorkChain waits for: ``(ctx key, process or awaitable, append)``."""
         return tuple((a.key, a.target, a.append) for a in self._awaiting)
+
+    # -- the checkpoint protocol --------------------------------------------------------------
+
+    def save_instance_state(self) -> dict[str, Any]:
+        """The context, the outline cursor and the children awaited, as plain data.
+
+        ``{"ctx": dict, "cursor": tuple of ints, "awaiting": [{"kind": "process", "pid": ...,
+        "key": ctx key, "append": bool}, ...]}``, plus what the base class saves. The children
+        are awaited while the WorkChain waits, and after the wait until their results are in
+        ``ctx``; a terminal WorkChain awaits nothing.
+
+        Raises:
+            NotCheckpointableError: it awaits something that is not a process (an event, a
+                coroutine), which could not be re-attached after a reload.
+        """
+        state = super().save_instance_state()
+        ctx = self.ctx
+        state["ctx"] = ctx._data.copy() if type(ctx) is AttributesDict else dict(ctx)
+        state["cursor"] = self._cursor
+        state["awaiting"] = self._saved_awaiting()
+        return state
+
+    def _saved_awaiting(self) -> list[dict[str, Any]]:
+        awaited = self._awaiting
+        if not awaited or self.state.terminal:
+            return []
+        out = []
+        for a in awaited:
+            target = a.target
+            pid = target.pid if isinstance(target, Process) else getattr(target, "pid", None)
+            if not isinstance(pid, str):
+                raise NotCheckpointableError(
+                    f"process {self.pid} waits for {target!r} in ctx key {a.key!r}, which is not "
+                    "a process: only children can be re-attached after a reload"
+                )
+            out.append({"kind": "process", "pid": pid, "key": a.key, "append": a.append})
+        return out
+
+    def load_instance_state(self, state: Mapping[str, Any]) -> None:
+        """Take back the context, cursor and awaited children :meth:`save_instance_state`
+        saved (on a WorkChain rebuilt from a checkpoint, before it is launched).
+
+        Awaited children come back as pids (:attr:`pending_children`) until the runner that
+        launches the WorkChain re-attaches them (:meth:`attach_children`).
+        """
+        super().load_instance_state(state)
+        self.ctx = AttributesDict(state.get("ctx") or {})
+        cursor = state.get("cursor")
+        if cursor is not None:
+            self._cursor = tuple(cursor)
+        self._awaiting = [
+            _Awaited(str(d["key"]), _PendingChild(str(d["pid"])), bool(d.get("append", False)))
+            for d in state.get("awaiting", ())
+        ]
+
+    @property
+    def pending_children(self) -> tuple[tuple[str, str], ...]:
+        """``(ctx key, pid)`` of every awaited child known by pid only: the WorkChain was
+        rebuilt from a checkpoint, and its runner has not re-attached that child yet."""
+        return tuple(
+            (a.key, a.target.pid) for a in self._awaiting if type(a.target) is _PendingChild
+        )
+
+    def attach_children(
+        self,
+        children: Mapping[str, Process],
+        *,
+        find_rest: Callable[[WorkChain], Awaitable[None]] | None = None,
+    ) -> None:
+        """Re-attach pending children (see :attr:`pending_children`) to their processes.
+
+        For runners: ``Runner.launch`` and ``continue_process`` call it. A pending child whose
+        pid is not in ``children`` stays pending; ``find_rest`` is then awaited, with the
+        WorkChain, once the WorkChain needs its children (it must attach them, or raise).
+        Without ``find_rest``, a WorkChain that still has pending children when it needs them
+        excepts with :class:`~corelib.ChildrenNotFoundError`.
+
+        Args:
+            children: processes by pid (others than those pending are ignored).
+            find_rest: what finds the children still pending.
+        """
+        self._find_rest = find_rest
+        if not children:
+            return
+        self._awaiting = [
+            attrs.evolve(entry, target=children[entry.target.pid])
+            if type(entry.target) is _PendingChild and entry.target.pid in children
+            else entry
+            for entry in self._awaiting
+        ]
 
     # -- helpers for steps --------------------------------------------------------------------
 
@@ -370,14 +476,16 @@ class WorkChain(Process):
         return f"waiting for {keys}"
 
     async def _find_children(self) -> None:
-        """Continue the children known only by pid (the WorkChain was rebuilt from a
-        checkpoint; those running in its runner were re-attached when it was launched)."""
+        """Find the children still known only by pid (the WorkChain was rebuilt from a
+        checkpoint; those running in its runner were re-attached when it was launched), with
+        what the runner gave :meth:`attach_children`."""
         if not any(type(a.target) is _PendingChild for a in self._awaiting):
             return
-        from ..persistence._save_load import continue_children
-
-        runner = self.runner
-        await continue_children(self, runner, runner.persister, loader=runner.loader)
+        find_rest = self._find_rest
+        if find_rest is None:
+            raise ChildrenNotFoundError(self.pid, list(self.pending_children), _NOT_ATTACHED)
+        self._find_rest = None
+        await find_rest(self)
 
     async def _wait_for_children(self) -> None:
         await self._find_children()

@@ -13,7 +13,8 @@ import attrs
 from hypothesis import strategies as st
 
 from corelib import AttributesFrozenDict, ExitCode
-from corelib.persistence._checkpoint import CHECKPOINT_STATES, Checkpoint, CheckpointCodec
+from corelib.persistence._checkpoint import CHECKPOINT_STATES, Checkpoint
+from corelib.persistence._codec import CheckpointCodec
 
 
 @attrs.frozen

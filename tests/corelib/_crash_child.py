@@ -14,7 +14,9 @@ import sys
 import anyio
 
 from corelib.persistence._checkpoint import Checkpoint
-from corelib.persistence._persisters import FilePersister, Persister, SqlitePersister
+from corelib.persistence._file import FilePersister
+from corelib.persistence._persisters import Persister
+from corelib.persistence._sqlite import SqlitePersister
 
 KEYS: list[tuple[str, str | None]] = [
     ("p0", None),

@@ -18,7 +18,6 @@ from corelib import AttributesFrozenDict, ExitCode, ProcessError
 from corelib.persistence._checkpoint import (
     CHECKPOINT_VERSION,
     Checkpoint,
-    CheckpointCodec,
     CheckpointEncodeError,
     CheckpointError,
     CheckpointVersionError,
@@ -26,6 +25,7 @@ from corelib.persistence._checkpoint import (
     ForbiddenClassError,
     UnknownClassError,
 )
+from corelib.persistence._codec import CheckpointCodec
 from corelib.persistence._loader import ClassLoader, class_identifier
 
 from ._checkpoint_helpers import (

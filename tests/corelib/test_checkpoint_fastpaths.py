@@ -29,19 +29,22 @@ from hypothesis import strategies as st
 
 from corelib import AttributesFrozenDict, ExitCode, WorkChain
 from corelib.persistence._checkpoint import (
-    _OMITTED_WHEN_EMPTY,
     Checkpoint,
-    CheckpointCodec,
     CheckpointEncodeError,
     CorruptCheckpointError,
-    _decode_frozendict,
-    _dumps,
-    _json_native,
-    _orjson_enabled,
     _shape_ok,
     _shape_problem,
 )
-from corelib.persistence._persisters import INLINE_IO_BYTES, FilePersister, InMemoryPersister
+from corelib.persistence._codec import (
+    _OMITTED_WHEN_EMPTY,
+    CheckpointCodec,
+    _dumps,
+    _json_native,
+    _orjson_enabled,
+)
+from corelib.persistence._file import FilePersister
+from corelib.persistence._persisters import INLINE_IO_BYTES, InMemoryPersister
+from corelib.persistence._snapshot import _decode_frozendict
 
 from ._checkpoint_helpers import (
     Point,

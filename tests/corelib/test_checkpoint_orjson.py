@@ -20,15 +20,8 @@ import pytest
 from hypothesis import given, settings
 
 from corelib import AttributesFrozenDict, InMemoryPersister, Runner, SqlitePersister
-from corelib.persistence._checkpoint import (
-    Checkpoint,
-    CheckpointCodec,
-    CheckpointEncodeError,
-    CheckpointError,
-    _dumps,
-    _orjson_enabled,
-    _orjson_ready,
-)
+from corelib.persistence._checkpoint import Checkpoint, CheckpointEncodeError, CheckpointError
+from corelib.persistence._codec import CheckpointCodec, _dumps, _orjson_enabled, _orjson_ready
 from corelib.persistence._loader import class_identifier
 from corelib.persistence._save_load import checkpoint_of
 from corelib.process._frozen import thaw

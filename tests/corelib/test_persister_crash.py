@@ -24,7 +24,8 @@ import anyio
 import pytest
 
 from corelib.persistence._checkpoint import CheckpointNotFoundError
-from corelib.persistence._persisters import FilePersister, PersistedCheckpoint
+from corelib.persistence._file import FilePersister
+from corelib.persistence._persisters import PersistedCheckpoint
 
 from ._checkpoint_helpers import assert_same_checkpoint
 from ._crash_child import KEYS, key_of, make_checkpoint, open_persister

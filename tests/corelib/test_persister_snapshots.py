@@ -22,16 +22,15 @@ from anyio.lowlevel import checkpoint as yield_once
 from hypothesis import given, settings
 
 from corelib import AttributesFrozenDict, ExitCode, InMemoryPersister, SqlitePersister
-from corelib.persistence import _persisters
+from corelib.persistence import _sqlite as _persisters  # INLINE_IO_BYTES, WAL_CHECKPOINT_WRITES
 from corelib.persistence._checkpoint import (
     CHECKPOINT_VERSION,
     Checkpoint,
-    CheckpointCodec,
     CheckpointEncodeError,
     CheckpointVersionError,
-    _Snapshot,
-    _take_snapshot,
 )
+from corelib.persistence._codec import CheckpointCodec
+from corelib.persistence._snapshot import _Snapshot, _take_snapshot
 
 from ._checkpoint_helpers import (
     Point,

@@ -26,13 +26,9 @@ from corelib.persistence._checkpoint import (
     CorruptCheckpointError,
     PersisterClosedError,
 )
-from corelib.persistence._persisters import (
-    FilePersister,
-    InMemoryPersister,
-    PersistedCheckpoint,
-    Persister,
-    SqlitePersister,
-)
+from corelib.persistence._file import FilePersister
+from corelib.persistence._persisters import InMemoryPersister, PersistedCheckpoint, Persister
+from corelib.persistence._sqlite import SqlitePersister
 
 from ._checkpoint_helpers import (
     assert_same_checkpoint,
