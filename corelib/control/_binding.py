@@ -81,6 +81,25 @@ logger = logging.getLogger("corelib.control")
 _BINDINGS: dict[int, ProcessControl] = {}
 
 
+def _answer(process: Process, msg: Any) -> Any:
+    """Apply the RPC ``msg`` to ``process``: its reply, or an awaitable of it."""
+    intent = msg.get("intent") if isinstance(msg, Mapping) else None
+    if intent == "status":
+        return status_of(process)
+    if intent == "pause":
+        handle = process.pause(message_of(msg))
+    elif intent == "play":
+        handle = process.play()
+    elif intent == "kill":
+        handle = process.kill(message_of(msg), force=bool(msg.get("force_kill", False)))
+    else:
+        raise ValueError(f"unknown intent {intent!r}; expected one of {sorted(INTENTS)}")
+    outcome = handle.outcome
+    if outcome is not None:
+        return reply_of(outcome)
+    return _await_handle(handle)
+
+
 async def _await_handle(handle: ControlHandle) -> dict[str, Any]:
     return reply_of(await handle)
 
@@ -340,12 +359,15 @@ class ProcessControl:
 
         Unlike :meth:`launch`, the process is reachable before its first step runs, even if
         that step blocks the thread. A process killed meanwhile (through its RPC) is not
-        launched.
+        launched. If it can't be subscribed or launched, it is detached again (its RPC
+        subscription removed) and the error propagates.
 
         Raises:
             ProcessStateError: the binding is not open, or the process was launched before.
             DuplicateSubscriberError: a process with this pid answers RPCs already (on
                 this broker); the process is not launched.
+            ChildrenNotFoundError: see :meth:`~corelib.Runner.launch` (and any other error
+                of the launch).
         """
         self._check_open()
         if process in self._records:
@@ -353,16 +375,28 @@ class ProcessControl:
         record = self._attach(process, subscribe=False)
         try:
             await self._carry_out(_SUB, record)
+            if not process.has_terminated():
+                self._runner.launch(process)
         except BaseException:
-            # e.g. DuplicateSubscriberError: this pid runs elsewhere. Not launched here.
-            if self._records.get(process) is record:
-                del self._records[process]
-            process.remove_process_listener(self._listener)
-            record.mark_ready()
+            # e.g. DuplicateSubscriberError (this pid runs elsewhere) or the runner refused
+            # it: not launched here, so it must not answer RPCs here either
+            with anyio.CancelScope(shield=True):
+                await self._detach_unlaunched(record)
             raise
-        if not process.has_terminated():
-            self._runner.launch(process)
         return process
+
+    async def _detach_unlaunched(self, record: _Attached) -> None:
+        process = record.process
+        if self._records.get(process) is record:
+            del self._records[process]
+        process.remove_process_listener(self._listener)
+        record.mark_ready()
+        if record.subscribed:  # never after a failed subscription: the pid isn't ours
+            record.subscribed = False
+            try:
+                await self._comm.remove_rpc_subscriber(process.pid)
+            except Exception:  # already gone, or the communicator closed meanwhile
+                logger.debug("control %r: unsubscribing failed", self, exc_info=True)
 
     async def subscribed(self, process: Process) -> None:
         """Wait until ``process`` answers RPCs (or is terminal, or the binding closed).
@@ -508,21 +542,7 @@ class ProcessControl:
 
     def _on_rpc(self, process: Process, _comm: Any, msg: Any) -> Any:
         self._rpcs += 1
-        intent = msg.get("intent") if isinstance(msg, Mapping) else None
-        if intent == "status":
-            return status_of(process)
-        if intent == "pause":
-            handle = process.pause(message_of(msg))
-        elif intent == "play":
-            handle = process.play()
-        elif intent == "kill":
-            handle = process.kill(message_of(msg), force=bool(msg.get("force_kill", False)))
-        else:
-            raise ValueError(f"unknown intent {intent!r}; expected one of {sorted(INTENTS)}")
-        outcome = handle.outcome
-        if outcome is not None:
-            return reply_of(outcome)
-        return _await_handle(handle)
+        return _answer(process, msg)
 
     def _on_broadcast(
         self, _comm: Any, body: Any, _sender: Any, subject: Any, _correlation_id: Any

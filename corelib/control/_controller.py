@@ -38,7 +38,14 @@ from typing import Any, TypeVar, final
 from broker import BlockingCommunicator, Communicator
 
 from ..process._process import ControlOutcome, Process
-from ._messages import continue_body, control_message, control_outcome, launch_body, outcome_error
+from ._messages import (
+    continue_body,
+    control_message,
+    control_outcome,
+    kill_message,
+    launch_body,
+    outcome_error,
+)
 from ._remote import RemoteProcess
 
 __all__ = ["ProcessController", "BlockingProcessController"]
@@ -140,10 +147,27 @@ class ProcessController:
         return control_outcome(await self._comm.rpc_send(str(pid), control_message("play")))
 
     async def kill(
-        self, pid: str, msg: str | None = None, *, force: bool = False
+        self,
+        pid: str,
+        msg: str | None = None,
+        *,
+        force: bool | None = None,
+        force_kill: bool | None = None,
     ) -> ControlOutcome:
-        """Kill a process; ``force`` kills even in the middle of a step."""
-        reply = await self._comm.rpc_send(str(pid), control_message("kill", msg, force_kill=force))
+        """Kill a process; returns once the kill took effect (or could not).
+
+        Args:
+            pid: the process id.
+            msg: the kill message (plumpy's ``msg_text``).
+            force: kill at once, even in the middle of a step (default ``False``).
+            force_kill: plumpy's name for ``force`` (``kill_process(pid, msg_text,
+                force_kill)``), accepted as is.
+
+        Raises:
+            ValueError: ``force`` and ``force_kill`` were both given, with different values
+                (nothing is sent).
+        """
+        reply = await self._comm.rpc_send(str(pid), kill_message(msg, force, force_kill))
         return control_outcome(reply)
 
     # -- everyone -----------------------------------------------------------------------------
@@ -156,11 +180,16 @@ class ProcessController:
         """Ask every process of every bound runner to play."""
         await self._comm.broadcast_send(control_message("play"), subject="play")
 
-    async def kill_all(self, msg: str | None = None, *, force: bool = False) -> None:
-        """Ask every process of every bound runner to die."""
-        await self._comm.broadcast_send(
-            control_message("kill", msg, force_kill=force), subject="kill"
-        )
+    async def kill_all(
+        self,
+        msg: str | None = None,
+        *,
+        force: bool | None = None,
+        force_kill: bool | None = None,
+    ) -> None:
+        """Ask every process of every bound runner to die; ``force``/``force_kill`` as for
+        :meth:`kill` (and the same ``ValueError``)."""
+        await self._comm.broadcast_send(kill_message(msg, force, force_kill), subject="kill")
 
     # -- tasks --------------------------------------------------------------------------------
 
@@ -357,10 +386,15 @@ class BlockingProcessController:
         return control_outcome(self._rpc(pid, control_message("play"), timeout))
 
     def kill_future(
-        self, pid: str, msg: str | None = None, *, force: bool = False
+        self,
+        pid: str,
+        msg: str | None = None,
+        *,
+        force: bool | None = None,
+        force_kill: bool | None = None,
     ) -> concurrent.futures.Future[ControlOutcome]:
-        """:meth:`kill` without waiting."""
-        message = control_message("kill", msg, force_kill=force)
+        """:meth:`kill` without waiting (a ``ValueError`` is raised here, not by the future)."""
+        message = kill_message(msg, force, force_kill)
         return _then(self._comm.rpc_send_future(str(pid), message), control_outcome)
 
     def kill(
@@ -368,13 +402,12 @@ class BlockingProcessController:
         pid: str,
         msg: str | None = None,
         *,
-        force: bool = False,
+        force: bool | None = None,
+        force_kill: bool | None = None,
         timeout: float | None = None,
     ) -> ControlOutcome:
         """See :meth:`ProcessController.kill`."""
-        return control_outcome(
-            self._rpc(pid, control_message("kill", msg, force_kill=force), timeout)
-        )
+        return control_outcome(self._rpc(pid, kill_message(msg, force, force_kill), timeout))
 
     # -- everyone (broadcasts never wait) -----------------------------------------------------
 
@@ -386,9 +419,15 @@ class BlockingProcessController:
         """See :meth:`ProcessController.play_all`."""
         self._comm.broadcast_send(control_message("play"), subject="play")
 
-    def kill_all(self, msg: str | None = None, *, force: bool = False) -> None:
+    def kill_all(
+        self,
+        msg: str | None = None,
+        *,
+        force: bool | None = None,
+        force_kill: bool | None = None,
+    ) -> None:
         """See :meth:`ProcessController.kill_all`."""
-        self._comm.broadcast_send(control_message("kill", msg, force_kill=force), subject="kill")
+        self._comm.broadcast_send(kill_message(msg, force, force_kill), subject="kill")
 
     # -- tasks --------------------------------------------------------------------------------
 

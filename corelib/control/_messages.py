@@ -34,7 +34,7 @@ from ..persistence._checkpoint import Checkpoint
 from ..persistence._loader import class_identifier
 from ..process._errors import ProcessExceptedError, ProcessKilledError
 from ..process._exit_code import ExitCode
-from ..process._process import ControlOutcome, Process
+from ..process._process import ControlOutcome, Process, force_of
 from ..process._states import Excepted, Finished, Killed
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "outcome_of_checkpoint",
     "outcome_error",
     "control_message",
+    "kill_message",
     "message_of",
     "reply_of",
     "control_outcome",
@@ -251,6 +252,18 @@ def outcome_error(
 def control_message(intent: str, msg: str | None = None, **extra: Any) -> dict[str, Any]:
     """The RPC (or broadcast) body asking for ``intent``, plumpy's shape."""
     return {"intent": intent, "message": msg, **extra}
+
+
+def kill_message(
+    msg: str | None = None, force: bool | None = None, force_kill: bool | None = None
+) -> dict[str, Any]:
+    """The body asking for a kill; ``force_kill`` is plumpy's name for ``force`` (the message
+    carries it under that name).
+
+    Raises:
+        ValueError: ``force`` and ``force_kill`` were both given, with different values.
+    """
+    return control_message("kill", msg, force_kill=force_of(force, force_kill))
 
 
 def message_of(body: Any) -> str | None:
