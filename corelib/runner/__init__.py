@@ -5,6 +5,10 @@ transitions (with a persister), ``run``/``run_sync`` and continuing a process fr
 checkpoint (:func:`continue_process`; :func:`continue_children` finds the children of a
 WorkChain rebuilt from a checkpoint). Below it nothing knows about tasks or loops beyond a
 step's own awaits.
+
+Modules, top to bottom: ``_runner`` (:class:`Runner`, ``run`` and its twins), ``_pump`` (the
+task that drives queued processes), ``_continue`` (continuing from checkpoints; it knows a
+runner only through the small protocol it declares, so ``_runner`` can call it).
 """
 
 from ._continue import continue_children as continue_children

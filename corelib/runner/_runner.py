@@ -6,12 +6,11 @@ awaits it); nothing is fire-and-forget. The runner's tasks are children of a spa
 (``broker._spawn``: native tasks, owned and cancelled as a task group's are, much cheaper to
 start). They are:
 
-* the **pump**, a single task that advances every queued process round-robin, one step
-  boundary per turn, and yields to the loop after each round of turns (at most
-  ``_TURNS_PER_ROUND`` of them; see the theory of operation in ``_process.py``). Processes
-  made of sync steps never need a task of their own. The pump also stays alive, idle, while
-  processes are *parked* (blocked on ``play`` or ``resume``, holding no task), so that the
-  runner cannot exit under them;
+* the **pump** (:mod:`corelib.runner._pump`), a single task that advances every queued
+  process round-robin, one step boundary per turn, and yields to the loop after each round of
+  turns. Processes made of sync steps never need a task of their own. The pump also stays
+  alive, idle, while processes are *parked* (blocked on ``play`` or ``resume``, holding no
+  task), so that the runner cannot exit under them;
 * one task per process while it runs an ``async`` step (and the steps after it, until it
   parks or terminates), and for :meth:`Runner.start`;
 * one watcher task per process waiting on an awaitable.
@@ -30,11 +29,10 @@ import contextlib
 import functools
 import logging
 import sys
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, TypeVar, final
+from typing import Any, TypeVar, final
 
 import anyio
 import anyio.lowlevel
@@ -50,17 +48,13 @@ from ..process._listener import ProcessListener
 from ..process._process import ControlHandle, Process, force_of
 from ..process._states import ProcessState
 from ._continue import continue_process, reattach_children
+from ._pump import _CANCELLED, Pump
 
 __all__ = ["Runner", "run", "run_get_process", "run_sync", "run_get_process_sync"]
 
 _P = TypeVar("_P", bound=Process)
 
 logger = logging.getLogger("corelib.runner")
-
-_CANCELLED: Final = "killed by cancellation"
-
-_TURNS_PER_ROUND: Final = 64
-"""The most process turns (step boundaries) the pump runs between two yields to the loop."""
 
 
 @final
@@ -78,15 +72,11 @@ class Runner:
 
     __slots__ = (
         "_checkpointer",
-        "_inline",
         "_launch_hooks",
         "_loader",
-        "_parked",
         "_persister",
         "_processes",
-        "_pump_wake",
-        "_pumping",
-        "_ready",
+        "_pump",
         "_spawner",
         "_spawner_cm",
     )
@@ -111,13 +101,8 @@ class Runner:
         self._spawner: Spawner | None = None
         self._spawner_cm: AbstractAsyncContextManager[Spawner] | None = None
         self._processes: dict[str, Process] = {}
-        # the pump: its queue, whether it runs, and the event it idles on (if it does)
-        self._ready: deque[Process] = deque()
-        self._pumping = False
-        self._pump_wake: anyio.Event | None = None
-        # processes no task holds (blocked), and those driven inline by ``run``
-        self._parked = 0
-        self._inline = 0
+        # drives the queued processes, and counts the parked and inline ones
+        self._pump = Pump(self._processes, self._require_spawner, self)
 
     def __repr__(self) -> str:
         status = "running" if self._spawner is not None else "not running"
@@ -140,10 +125,8 @@ class Runner:
         cm = self._spawner_cm
         assert cm is not None
         try:
-            if exc_val is None and self._inline and not self._pumping:
-                # A task outside the block still runs a process inline (``run``): keep the task
-                # group open (the pump idles) until it is done with it.
-                self._start_pump()
+            if exc_val is None:
+                self._pump.hold_for_inline()
             return await cm.__aexit__(exc_type, exc_val, exc_tb)
         except BaseExceptionGroup as group:
             # Process drivers never raise, so a group holding only the block's own exception
@@ -370,13 +353,11 @@ class Runner:
         self._require_spawner()
         process = process_class(inputs, pid=pid, listeners=listeners)
         self._register(process)
-        self._inline += 1
+        self._pump.enter_inline()
         try:
             await process._drive()
         finally:
-            self._inline -= 1
-            if not self._inline:
-                self._poke()
+            self._pump.exit_inline()
         if not process.has_terminated():
             # Parked: the runner continues it when a request unblocks it.
             try:
@@ -410,99 +391,25 @@ class Runner:
 
     def _enqueue(self, process: Process) -> None:
         """Queue a process (whose driver the pump now is) for the pump."""
-        self._ready.append(process)
-        if self._pumping:
-            self._poke()
-        else:
-            self._start_pump()
+        self._pump.enqueue(process)
 
     def _park(self, process: Process) -> None:
         """A process was let go of while blocked; keep the runner open for it."""
-        self._parked += 1
-        if not self._pumping:
-            self._start_pump()
+        self._pump.park()
 
     def _unpark(self, process: Process) -> None:
         """A parked process can go on: the pump drives it again."""
-        self._parked -= 1
-        self._enqueue(process)
+        self._pump.unpark(process)
 
     def _terminated(self, process: Process) -> None:
         """A process of this runner reached a terminal state; it was parked unless driven."""
         self._forget(process)
         if not process._driving:
-            self._parked -= 1
-            if not self._parked:
-                self._poke()
+            self._pump.release()
 
     def _forget(self, process: Process) -> None:
         if self._processes.get(process.pid) is process:
             del self._processes[process.pid]
-
-    def _poke(self) -> None:
-        if self._pump_wake is not None:
-            self._pump_wake.set()
-
-    def _start_pump(self) -> None:
-        spawner = self._require_spawner()
-        self._pumping = True
-        spawner.start_soon(self._pump, name=f"pump of {self!r}")
-
-    async def _pump(self) -> None:
-        """Advance the queued processes round-robin; idle while any process is parked."""
-        ready = self._ready
-        spawner = self._require_spawner()
-        try:
-            while True:
-                while ready:
-                    # A round: each process queued now gets one turn (those that go on are
-                    # queued again, for the next round), then the rest of the loop runs. So
-                    # every process yields between two of its steps, and other tasks wait
-                    # for at most _TURNS_PER_ROUND steps.
-                    for _ in range(min(len(ready), _TURNS_PER_ROUND)):
-                        process = ready.popleft()
-                        try:
-                            advanced = process._advance()
-                        except Exception as exc:  # pragma: no cover - a driver bug
-                            process._driver_failed(exc)
-                            advanced = False
-                        if advanced is True:
-                            ready.append(process)
-                        elif advanced is False:
-                            process._let_go()
-                        else:
-                            # An async step: a task drives the process from now on.
-                            name = f"process {process.pid}"
-                            spawner.start_soon(process._drive, advanced, name=name)
-                    await anyio.lowlevel.checkpoint()
-                if not (self._parked or self._inline):
-                    return
-                self._pump_wake = anyio.Event()
-                await self._pump_wake.wait()
-                self._pump_wake = None
-        except anyio.get_cancelled_exc_class():
-            self._kill_held()
-            raise
-        finally:
-            self._pumping = False
-            self._pump_wake = None
-
-    def _kill_held(self) -> None:
-        """Kill the processes that no task drives (queued or parked): the runner is cancelled.
-
-        Killing runs hooks, which may launch or unblock processes: repeat until none is left.
-        """
-        while True:
-            while self._ready:
-                process = self._ready.popleft()
-                if not process.has_terminated():
-                    process.kill(_CANCELLED, force=True)
-                process._let_go()
-            parked = [p for p in self._processes.values() if not p._driving]
-            if not parked:
-                return
-            for process in parked:
-                process.kill(_CANCELLED, force=True)
 
 
 async def _drive_started(process: Process, started: anyio.Event) -> None:

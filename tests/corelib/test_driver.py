@@ -22,7 +22,7 @@ from corelib import (
     Runner,
     Wait,
 )
-from corelib.runner._runner import _TURNS_PER_ROUND
+from corelib.runner._pump import _TURNS_PER_ROUND
 
 from ._procs import (
     BOUND,
