@@ -27,12 +27,12 @@ from ._frozen import AttributesFrozenDict as AttributesFrozenDict
 from ._handles import ControlHandle as ControlHandle
 from ._handles import ControlOutcome as ControlOutcome
 from ._listener import ProcessListener as ProcessListener
+from ._namespace import NamespaceValidator as NamespaceValidator
+from ._namespace import PortNamespace as PortNamespace
 from ._ports import UNSPECIFIED as UNSPECIFIED
 from ._ports import InputPort as InputPort
-from ._ports import NamespaceValidator as NamespaceValidator
 from ._ports import OutputPort as OutputPort
 from ._ports import Port as Port
-from ._ports import PortNamespace as PortNamespace
 from ._ports import PortValidationError as PortValidationError
 from ._ports import PortValidator as PortValidator
 from ._ports import SpecSealedError as SpecSealedError

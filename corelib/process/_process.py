@@ -146,12 +146,11 @@ class Process(ProcessDriver):
 
     Hooks (``on_*`` methods, declared on the base class
     :class:`~corelib.process._core.ProcessCore` next to the moves that call them) may be
-    overridden; calling ``super()`` is good practice but not
-    checked. An exception from a hook moves the process to EXCEPTED, except from the hooks of
-    a terminal state (and from ``on_kill``/``on_except``), where it is logged so that the
-    terminal state stands.
+    overridden; calling ``super()`` is good practice but not checked. An exception from a hook
+    moves the process to EXCEPTED, except from the hooks of a terminal state (and from
+    ``on_kill``/``on_except``), where it is logged so that the terminal state stands.
 
-    The base class declares ``__slots__`` to keep parked processes small; a subclass without
+    The base classes declare ``__slots__`` to keep parked processes small; a subclass without
     ``__slots__`` gets a ``__dict__`` as usual, so subclasses may add any attributes.
 
     Args:

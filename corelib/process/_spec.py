@@ -25,13 +25,12 @@ import attrs
 
 from ._exit_code import ExitCode
 from ._frozen import AttributesFrozenDict, thaw
+from ._namespace import NamespaceValidator, PortNamespace, merge_ports, select_ports
 from ._ports import (
     UNSPECIFIED,
     InputPort,
-    NamespaceValidator,
     OutputPort,
     Port,
-    PortNamespace,
     PortValidator,
     SpecSealedError,
     ValidType,
@@ -74,6 +73,11 @@ class ProcessSpec:
 
     See the module docstring for how re-declaration works in inherited specs. The class may be
     subclassed (e.g. a WorkChain spec adding an outline).
+
+    The class is a little over 400 lines, half of them docstrings: it is plumpy's public spec
+    API (declaring ports and namespaces, exit codes, exposing, validating), each method a thin
+    layer over :class:`PortNamespace`, which does the work (:mod:`._namespace`,
+    :mod:`._parse`).
     """
 
     _inputs: PortNamespace = attrs.field(init=False, factory=lambda: PortNamespace("inputs"))
@@ -341,7 +345,7 @@ class ProcessSpec:
         source_spec = process_class.spec()
         source = source_spec.inputs if kind == "inputs" else source_spec.outputs
         root = self._inputs if kind == "inputs" else self._outputs
-        selected, complete = source._select(include, exclude)
+        selected, complete = select_ports(source, include, exclude)
         action = f"expose {class_name}'s"
         dynamic = source.dynamic and include is None
 
@@ -364,12 +368,12 @@ class ProcessSpec:
                 valid_type=source.valid_type if dynamic else None,
                 dynamic=dynamic,
             )
-            created._merge(selected, action=action)
+            merge_ports(created, selected, action=action)
             parent, parent_path = root._ensure_namespace(parents)
             parent._add_port(created, parent_path)
         else:
             path = root.name if namespace is None else f"{root.name}.{namespace}"
-            destination._merge(selected, action=action, path=path)
+            merge_ports(destination, selected, action=action, path=path)
             if dynamic and not destination.dynamic:
                 destination.dynamic = True
                 if destination.valid_type is None:
