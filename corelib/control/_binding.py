@@ -61,7 +61,7 @@ from broker import BroadcastFilter, Communicator, UnknownSubscriberError
 
 from ..process._errors import ProcessStateError
 from ..process._listener import ProcessListener
-from ..process._process import ControlHandle, Process
+from ..process._process import ControlHandle, Process, ProcessHost
 from ..runner._runner import Runner
 from ._messages import (
     BROADCAST_SUBJECTS,
@@ -577,6 +577,7 @@ class ProcessControl:
         )
 
 
-def control_of(runner: Runner) -> ProcessControl | None:
-    """The open :class:`ProcessControl` bound to ``runner``, if any."""
+def control_of(runner: ProcessHost) -> ProcessControl | None:
+    """The open :class:`ProcessControl` bound to ``runner`` (a :class:`~corelib.Runner`, or the
+    :attr:`~corelib.Process.runner` of a process), if any."""
     return _BINDINGS.get(id(runner))

@@ -12,7 +12,10 @@ Task bodies (see :func:`~corelib.launch_body`):
   the checkpoint and continues from it instead of starting again;
 - ``continue``: load the checkpoint of ``pid`` (``tag``) and continue it (persister required);
   a terminal checkpoint returns its stored outcome; a pid already running here is awaited,
-  not started twice;
+  not started twice; a WorkChain that waited on children finds them running here or
+  continues them here from the persister first (:func:`~corelib.runner.continue_children`;
+  a child the persister holds no checkpoint of fails the task with
+  :class:`~corelib.ChildrenNotFoundError`);
 - ``execute``: ``launch`` with ``persist`` and without ``nowait``.
 
 The reply, and the acknowledgement, come once the process is terminal: its outcome dict (see
@@ -36,6 +39,7 @@ from ..persistence._loader import ClassLoader
 from ..persistence._persisters import Persister
 from ..persistence._save_load import checkpoint_of, load_process
 from ..process._process import Process
+from ..runner import continue_children
 from ._binding import ProcessControl
 from ._messages import TASK_TYPES, TERMINAL_SUBJECT_STATES, outcome_of, outcome_of_checkpoint
 
@@ -133,6 +137,11 @@ class ProcessLauncher:
             await running.wait()
             return outcome_of(running)
         process = load_process(checkpoint, loader=self._loader)
+        # A WorkChain waiting on children knows them by pid: continue them here too, from the
+        # launcher's persister (the worker's runner has none to do it on launch).
+        await continue_children(
+            process, self._control.runner, self._require_persister(), loader=self._loader
+        )
         return await self._run(process, True, nowait)
 
     async def _run(self, process: Process, persist: bool, nowait: bool) -> Any:

@@ -1,6 +1,7 @@
 """Follow-ups of the control layer's split: one outcome-to-error conversion (``RemoteProcess``
-raises what ``outcome_error`` returns), plumpy's ``force_kill=`` on the controllers, and
-``ProcessControl.start`` detaching a process it could not launch.
+raises what ``outcome_error`` returns), plumpy's ``force_kill=`` on the controllers,
+``ProcessControl.start`` detaching a process it could not launch, and the launcher continuing
+a WorkChain together with the children it waited on.
 
 Async tests run on asyncio and trio; the blocking controller is tested with real worker threads
 of both backends. No sleeps: steps wait on events, and a forced kill is told apart from a
@@ -23,9 +24,13 @@ from broker import (
     DuplicateSubscriberError,
     LoopCommunicator,
     MemoryBroker,
+    RemoteError,
     UnroutableError,
 )
 from corelib import (
+    Checkpoint,
+    ChildrenNotFoundError,
+    ClassLoader,
     ControlOutcome,
     InMemoryPersister,
     Killed,
@@ -35,6 +40,7 @@ from corelib import (
     ProcessState,
     ProcessStateError,
     Runner,
+    checkpoint_of,
 )
 from corelib.cluster._worker import Worker
 from corelib.control._binding import ProcessControl
@@ -42,6 +48,8 @@ from corelib.control._controller import BlockingProcessController, ProcessContro
 from corelib.control._launcher import ProcessLauncher
 from corelib.control._messages import outcome_error
 
+from ._chains import Gate, WaitsOnGate
+from ._procs import reach
 from ._remote_procs import BOUND, Double, Fails, Waiter
 
 MISMATCH = (
@@ -263,3 +271,81 @@ async def test_a_failed_subscription_leaves_the_other_process_reachable(env: Env
         assert second.state is ProcessState.CREATED  # never launched
         assert env.control.is_attached(first)
         assert (await env.controller.status("d1"))["state"] == "waiting"
+
+
+# -- the launcher continues a WorkChain's children -----------------------------------------------
+
+LOADER = ClassLoader(allowed_prefixes=("corelib", "tests.corelib"))
+
+
+async def _checkpoints_of_a_waiting_chain() -> tuple[Checkpoint, Checkpoint]:
+    """A WaitsOnGate chain waiting on its Gate child, checkpointed by hand, then gone (as after
+    a crash): the chain's checkpoint and the child's."""
+    async with Runner() as runner:
+        chain = runner.submit(WaitsOnGate, pid="chain")
+        await reach(chain, ProcessState.WAITING)
+        ((_key, gate, _append),) = chain.awaiting
+        await reach(gate, ProcessState.WAITING)
+        saved = checkpoint_of(chain), checkpoint_of(gate)
+        runner.kill_all("crash")
+    return saved
+
+
+@pytest.fixture
+async def worker_env() -> AsyncIterator[tuple[Env, InMemoryPersister]]:
+    """A worker as :class:`~corelib.cluster._worker.Worker` makes it (its runner has no
+    persister; its launcher has one), with a client on the same broker."""
+    broker = MemoryBroker(strict=True)
+    persister = InMemoryPersister()
+    async with (
+        LoopCommunicator(broker, name="worker") as comm,
+        LoopCommunicator(broker, name="client") as client,
+        Runner() as runner,
+        ProcessControl(runner, comm) as control,
+    ):
+        launcher = ProcessLauncher(control, persister=persister, loader=LOADER)
+        await comm.add_task_subscriber(launcher, "launcher")
+        yield Env(runner, control, client), persister
+        runner.kill_all("test over")
+
+
+async def test_a_worker_continues_a_workchain_and_the_child_it_waited_on(
+    worker_env: tuple[Env, InMemoryPersister],
+) -> None:
+    env, persister = worker_env
+    chain_checkpoint, gate_checkpoint = await _checkpoints_of_a_waiting_chain()
+    await persister.save_checkpoint(chain_checkpoint)
+    await persister.save_checkpoint(gate_checkpoint)
+    with anyio.fail_after(BOUND):
+        assert await env.controller.continue_("chain", nowait=True) == "chain"
+        # the child was continued in the worker's runner first, and answers RPCs there
+        gate = env.runner.processes[gate_checkpoint.pid]
+        assert isinstance(gate, Gate)
+        await env.control.subscribed(gate)
+        assert (await env.controller.status(gate.pid))["state"] == "waiting"
+        chain = env.runner.processes["chain"]
+        assert isinstance(chain, WaitsOnGate)
+        assert chain.awaiting == (("gate", gate, False),)  # the child itself, not its pid
+        gate.resume(41)  # the gate waited for resume(), and still does
+        await chain.wait()
+    assert chain.state is ProcessState.FINISHED
+    assert chain.outputs == {"value": 41}
+
+
+async def test_a_continue_whose_children_the_persister_lacks_fails_at_once(
+    worker_env: tuple[Env, InMemoryPersister],
+) -> None:
+    env, persister = worker_env
+    chain_checkpoint, gate_checkpoint = await _checkpoints_of_a_waiting_chain()
+    await persister.save_checkpoint(chain_checkpoint)  # not the gate's
+    with anyio.fail_after(BOUND):
+        with pytest.raises(RemoteError) as info:
+            await env.controller.continue_("chain")
+    error_type = ChildrenNotFoundError
+    assert info.value.type_name == f"{error_type.__module__}.{error_type.__qualname__}"
+    assert info.value.message == (
+        f"workchain chain waits for children {gate_checkpoint.pid} (ctx key 'gate'), which "
+        "don't run in this runner, and its persister holds no checkpoint of them"
+    )
+    assert env.runner.processes == {}  # nothing was launched
+    assert env.control.statistics().attached == 0
