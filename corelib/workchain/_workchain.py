@@ -292,12 +292,12 @@ class WorkChain(Process):
         ctx = self.ctx
         state["ctx"] = ctx._data.copy() if type(ctx) is AttributesDict else dict(ctx)
         state["cursor"] = self._cursor
-        state["awaiting"] = self._saved_awaiting()
+        state["awaiting"] = self._saved_awaiting() if self._awaiting else []
         return state
 
     def _saved_awaiting(self) -> list[dict[str, Any]]:
         awaited = self._awaiting
-        if not awaited or self.state.terminal:
+        if self.state.terminal:
             return []
         out = []
         for a in awaited:
