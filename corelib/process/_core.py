@@ -97,9 +97,10 @@ class DriverHost(Protocol):
 class ProcessCore:
     """A process's declaration, hooks and state moves (see the module docstring).
 
-    Not meant to be used on its own: :class:`~corelib.Process` is the class to subclass. The
-    fields set here are the process's identity, data and state; the pending control requests
-    live here too, since a terminal move resolves them.
+    Not meant to be used on its own: :class:`~corelib.Process` is the class to subclass. Its
+    fields are the process's identity, data and state; the pending control requests live here
+    too, since a terminal move resolves them. They are declared here and set, with the
+    driver's, by ``ProcessDriver._setup`` in one call (creating a process is a hot path).
     """
 
     __slots__ = (
@@ -116,6 +117,20 @@ class ProcessCore:
         "_runner",
         "_terminated_event",
     )
+
+    _inputs: AttributesFrozenDict
+    _pid: str
+    _machine: ProcessStateMachine
+    # Made on first use: most processes have no listeners, and many no outputs.
+    _outputs: dict[str, Any] | None
+    _outputs_view: AttributesFrozenDict | None
+    _listeners: list[ProcessListener] | None
+    _exception: BaseException | None
+    _runner: DriverHost | None
+    _terminated_event: anyio.Event | None
+    # pending control requests (only while a step runs)
+    _pending_pause: tuple[ControlHandle, str | None] | None
+    _pending_kill: tuple[ControlHandle, str | None] | None
 
     _SPEC_ATTRIBUTE: ClassVar[str] = "_corelib_process_spec"
 
@@ -143,24 +158,6 @@ class ProcessCore:
         spec.seal()
         setattr(cls, cls._SPEC_ATTRIBUTE, spec)
         return spec
-
-    # -- fields -------------------------------------------------------------------------------
-
-    def _setup(self, inputs: AttributesFrozenDict, pid: str, machine: ProcessStateMachine) -> None:
-        """Set every field; shared by ``__init__`` and ``_restore`` (which runs no hook)."""
-        self._inputs: AttributesFrozenDict = inputs
-        self._pid: str = pid
-        self._machine = machine
-        # Made on first use: most processes have no listeners, and many no outputs.
-        self._outputs: dict[str, Any] | None = None
-        self._outputs_view: AttributesFrozenDict | None = None
-        self._listeners: list[ProcessListener] | None = None
-        self._exception: BaseException | None = None
-        self._runner: DriverHost | None = None
-        self._terminated_event: anyio.Event | None = None
-        # pending control requests (only while a step runs)
-        self._pending_pause: tuple[ControlHandle, str | None] | None = None
-        self._pending_kill: tuple[ControlHandle, str | None] | None = None
 
     @property
     def outputs(self) -> AttributesFrozenDict:

@@ -170,7 +170,21 @@ class ProcessDriver(ProcessCore):
     )
 
     def _setup(self, inputs: AttributesFrozenDict, pid: str, machine: ProcessStateMachine) -> None:
-        super()._setup(inputs, pid, machine)
+        """Set every field, the core's and the driver's, in one call (a hot path); shared by
+        ``__init__`` and ``_restore`` (which runs no hook)."""
+        # the core's (declared, with their types, on ProcessCore)
+        self._inputs = inputs
+        self._pid = pid
+        self._machine = machine
+        self._outputs = None
+        self._outputs_view = None
+        self._listeners = None
+        self._exception = None
+        self._runner = None
+        self._terminated_event = None
+        self._pending_pause = None
+        self._pending_kill = None
+        # the driver's
         self._driving = False
         self._stepping = False
         self._next_call: _Call | None = None
@@ -206,7 +220,7 @@ class ProcessDriver(ProcessCore):
         self._wait_next = None
         self._wait_next_bound = False
         self._resume_value = NO_VALUE
-        super()._on_terminal()
+        ProcessCore._on_terminal(self)  # not super(): once per process, on the hot path
 
     # -- observing ----------------------------------------------------------------------------
 
