@@ -12,10 +12,10 @@ Theory of operation
 sans-IO machine (:mod:`~corelib.process._states`, rule 1) for the new state and runs the hooks
 around the move in plumpy's order: the exit hook of the old state, the entering hook of the new
 one, the state installed, the listeners, the entered hook, and for a terminal state
-``on_terminated``. A hook that raises moves the process to EXCEPTED (:meth:`_fail`), except
-around a terminal state, where it is logged so that the terminal state stands. A hook (or a
-listener) that itself moved the process ends the move it interrupted: the remaining hooks of
-that move are skipped.
+``on_terminated``. A hook that raises moves the process to EXCEPTED
+(:meth:`ProcessCore._fail`), except around a terminal state, where it is logged so that the
+terminal state stands. A hook (or a listener) that itself moved the process ends the move it
+interrupted: the remaining hooks of that move are skipped.
 
 **Hooks** are the ``on_*`` methods and ``run``, the first step; they are declared here, next to
 the moves that call them, and subclasses of ``Process`` override them.
@@ -173,7 +173,7 @@ class ProcessCore:
 
         A process that finished, excepted or was killed all end the wait alike (killing a
         process and waiting for it to be gone is the common use). To get the outcome, call
-        :meth:`result` after it: it returns the result, or raises
+        :meth:`~corelib.Process.result` after it: it returns the result, or raises
         :class:`~corelib.ProcessExceptedError` / :class:`~corelib.ProcessKilledError` (as
         plumpy's ``future().result()`` raises). A process that excepts is also logged once,
         with its traceback, at WARNING on the ``corelib.process`` logger.

@@ -75,9 +75,9 @@ class PortNamespace(Mapping[str, "Port | PortNamespace"]):
         default: a mapping (or a callable returning one) used when the namespace is omitted.
         dynamic: whether undeclared keys are accepted.
 
-    The class is plumpy's namespace API (six options with checked setters, the mapping
-    protocol, building, copying); parsing values is :mod:`._parse`'s, absorbing is done by the
-    functions below the class.
+    The class is a little over 400 lines: it is plumpy's namespace API (six options with
+    checked setters, the mapping protocol, building, copying). Parsing values is
+    :mod:`._parse`'s job, and absorbing is done by the functions below the class.
     """
 
     __slots__ = (
