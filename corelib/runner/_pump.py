@@ -7,7 +7,7 @@ gives every process queued at its start one turn (one step boundary, ``Process._
 those that can go on are queued again for the next round, and the pump yields to the loop
 after each round of at most :data:`_TURNS_PER_ROUND` turns, so every process yields between
 two of its steps and other tasks wait for at most that many steps (see the theory of
-operation in ``corelib/process/_process.py``). A turn that reaches an ``async`` step hands the
+operation in ``corelib/process/_driver.py``). A turn that reaches an ``async`` step hands the
 process to a new task of the runner, which drives it from then on (``Process._drive``).
 
 The pump also stays alive, idle, while processes are *parked* (blocked on ``play`` or

@@ -1,6 +1,6 @@
 """The driver: what drives a process when, and what a blocked process holds (nothing).
 
-See the theory of operation in ``corelib/_process.py``: the runner's pump advances queued
+See the theory of operation in ``corelib/process/_driver.py``: the runner's pump advances queued
 processes round-robin, an async step gets a task, ``Runner.run`` drives inline in the calling
 task, and a process blocked on ``play``/``resume`` is parked without any task.
 """
