@@ -280,6 +280,12 @@ class MemoryBroker:
         default_queue: the queue used when ``queue=None``.
 
     Open endpoints on it with ``async with LoopCommunicator(broker) as comm``.
+
+    (Why this class is over 400 lines: it is the one place that holds the broker's shared
+    state under its lock (RPC routes, broadcast index, task queues, consumers, in-flight and
+    dead-lettered tasks) and every operation on that state must take the lock itself; split
+    up, each piece would need the lock and the others' state, so the split would only add
+    indirection on the delivery path.)
     """
 
     def __init__(
