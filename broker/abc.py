@@ -34,6 +34,13 @@ class Communicator(abc.ABC):
 
     Use it as an async context manager; after :meth:`aclose` every method raises
     :class:`~broker.CommunicatorClosedError`.
+
+    Failures are contained where they happen. A payload the codec can't carry raises
+    :class:`~broker.CodecError` at the send (backends that encode: strict memory, AMQP); a
+    subscriber that raises anything (``SystemExit`` and ``KeyboardInterrupt`` included), or
+    whose result can't be encoded, answers its RPC or task with a :class:`~broker.RemoteError`
+    (acknowledging the task) and the communicator goes on serving; only cancelling the
+    communicator itself (closing it) stops its subscribers.
     """
 
     async def __aenter__(self) -> Self:
@@ -86,8 +93,10 @@ class Communicator(abc.ABC):
         """Call the RPC subscriber registered as ``str(recipient_id)`` and return its reply.
 
         Raises:
+            CodecError: ``msg`` can't be carried (a backend that encodes says what and where).
             UnroutableError: nobody subscribed ``recipient_id`` (raised at once).
-            RemoteError: the subscriber raised.
+            RemoteError: the subscriber raised, or its result can't be carried
+                (``type_name`` names :class:`~broker.CodecError` then).
         """
 
     @abc.abstractmethod
@@ -138,7 +147,9 @@ class Communicator(abc.ABC):
         A task sent while nobody consumes waits in the queue.
 
         Raises:
-            RemoteError: the consumer raised.
+            CodecError: ``task`` can't be carried (a backend that encodes says what and where).
+            RemoteError: the consumer raised, or its result can't be carried (the task is
+                acknowledged all the same: it is not run again).
             DeadLetteredError: the task exhausted its redeliveries.
         """
 
@@ -172,4 +183,7 @@ class Communicator(abc.ABC):
         """Send ``body`` to every broadcast subscriber of every communicator, this one included.
 
         Fire-and-forget: a subscriber that raises is logged and does not affect the others.
+
+        Raises:
+            CodecError: a part can't be carried (a backend that encodes says what and where).
         """

@@ -116,6 +116,11 @@ class AmqpCommunicator(LoopEndpoint):
     - A task rejected by every live consumer is parked in ``{namespace}.parked.{queue}``
       until a consumer subscribes; there is no ``statistics()``/``dead_letters()`` here: use
       ``rabbitmqctl list_queues`` or read ``{namespace}.dead-letters``.
+    - Messages from other clients are checked before anything is decoded: a foreign
+      ``content_type`` (anything but ``application/json``; none at all is taken for JSON), a
+      malformed envelope or ``plumio-rejected-by`` header sends the message to
+      ``{namespace}.dead-letters`` with one log line (asserted in
+      ``tests/broker/test_faults_amqp.py``).
     - Long tasks: RabbitMQ closes a channel whose delivery stays unacknowledged longer than
       its ``consumer_timeout`` (30 minutes by default in rabbitmq.conf). The task is then
       requeued (and counted as a redelivery), the running handler is cancelled and the
@@ -149,6 +154,8 @@ class AmqpCommunicator(LoopEndpoint):
     Raises:
         ImportError: aio-pika is not installed.
         ValueError: a malformed URL, namespace or TLS option.
+        BrokerUnavailableError: (when opening) no connection; the failed open leaves no
+            thread, event loop or socket behind.
 
     (Why this class is over 400 lines: a fifth of it is this documentation, and the rest is
     what it must implement itself: the :class:`~broker.Communicator` interface, the

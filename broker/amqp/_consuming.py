@@ -3,7 +3,9 @@
 Consumer callbacks run on the I/O thread: they decode and validate each message there and post
 it, as an *item*, to the communicator's inbox (:meth:`Caller._deliver`: one non-blocking
 call-soon per burst); the communicator's dispatcher runs the subscribers on its own loop.
-A malformed message is dead-lettered where it arrives, and never wakes the caller's loop.
+A malformed message (a foreign ``content_type`` included) is dead-lettered where it arrives,
+with one log line, and never wakes the caller's loop; a callback never lets an exception escape
+to aiormq (which would drop it silently).
 
 - RPC: one exclusive queue per identifier (``{ns}.rpc.{identifier}``), bound to the direct
   RPC exchange and consumed without acknowledgements (RPCs are at most once, and the queue

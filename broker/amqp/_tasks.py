@@ -21,7 +21,11 @@ receives a task redelivered more than ``max_redeliveries`` times replies
 :class:`~broker.DeadLetteredError` to the sender and rejects the message to the namespace's
 dead-letter exchange, ``{ns}.dlx``, which feeds the durable queue ``{ns}.dead-letters``. The
 queue's own ``x-delivery-limit`` (``max_redeliveries + 1``) is a backstop that dead-letters to the
-same place. A malformed task is rejected there too, with one log line.
+same place. A malformed task (a foreign ``content_type``, not a valid envelope, a
+``plumio-rejected-by`` header that is not a list of consumer ids) is rejected there too, with
+one log line saying why. No task is ever left unsettled by a failure in the consumer callback:
+should one raise anyway (a bug), the task is requeued with a log line, and the queue's delivery
+limit dead-letters it if that keeps happening.
 """
 
 from __future__ import annotations

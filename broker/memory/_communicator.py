@@ -12,8 +12,11 @@ The dispatcher calls each subscriber inline. A plain function's result is the re
 an awaitable result (an ``async def`` subscriber, or a function that returns a coroutine or
 future) is awaited in its own task of the communicator's handler task group, so a subscriber
 that sends and awaits a reply, even to itself, never blocks the dispatcher and cannot deadlock.
-Subscriber exceptions become replies (``RemoteError``) or log lines; they never reach the
-dispatcher or the task group.
+Whatever a subscriber raises (any :class:`BaseException` but the communicator's own
+cancellation) becomes a reply (``RemoteError``) or a log line; it never reaches the dispatcher
+or the task group (see :mod:`broker._endpoint`). In strict mode a result the codec can't encode
+is answered with a ``RemoteError`` for the :class:`~broker.CodecError` (and logged once), and a
+broadcast the receiver can't decode is logged and dropped.
 
 Closing unsubscribes everything from the broker first (so routing stops and held tasks are
 requeued for other consumers), then fails the RPCs that were delivered but not yet run, then
