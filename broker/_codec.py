@@ -13,17 +13,15 @@ shallow stack could encode would then fail to decode in a receiver with a deeper
 codec has a fixed limit, :data:`MAX_DEPTH` nested containers, far below Python's recursion
 limit: :meth:`JsonCodec.encode` refuses anything deeper, and :meth:`JsonCodec.decode` refuses
 anything deeper too, whoever produced it, so both sides agree whatever their stacks. The check
-costs two ``bytes.count`` calls for a payload with fewer brackets than the limit (nearly every
-message); only a payload with more brackets than that is measured (strings stripped by one regex,
-then one ``bytes.replace`` pass per level, all in C), and only a refused payload is walked in
-Python, to name where it goes wrong.
+works on the JSON text, never walks the value in Python: it costs nothing for a text shorter
+than twice the limit (nearly every message) and a few passes of ``bytes`` methods, all in C,
+otherwise (:func:`exceeds_depth`). Only a refused value is walked, to name where it goes wrong.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from collections.abc import Iterator
 from typing import Any, ClassVar, Final, Protocol, final, runtime_checkable
@@ -51,29 +49,38 @@ class Codec(Protocol):
 
 # -- depth -------------------------------------------------------------------------------------
 
-#: a JSON string literal (bytes: multi-byte UTF-8 never contains ``"`` or ``\``)
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_KEEP_SKELETON: Final = bytes(b for b in range(256) if b not in b'[]{}"')
 _SQUARE: Final = bytes.maketrans(b"{}", b"[]")
 
 
 def exceeds_depth(data: bytes, limit: int) -> bool:
     """Whether the JSON text ``data`` nests more than ``limit`` lists/dicts inside each other.
 
-    Brackets inside strings don't count. Meant for valid JSON; for anything else the answer
-    is only a guess (a bracket in an unterminated string counts).
+    Brackets inside strings don't count. Every step is a pass of a ``bytes`` method (in C):
+    drop the escapes that could hide a quote, keep only brackets and quotes, drop the strings,
+    then remove the innermost ``[]`` pairs once per level. Meant for valid JSON; for anything
+    else the answer is only a guess.
     """
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False  # fewer brackets than the limit: can't nest deeper (nearly every message)
-    if b'"' in data:
-        data = _STRING.sub(b"", data)
-    brackets = data.translate(_SQUARE, _NOT_BRACKETS)  # only '[' and ']' are left
-    # each pass removes the innermost pairs, that is one level of every branch
-    for _ in range(limit):
-        if not brackets:
+    if len(data) <= 2 * limit + 1:
+        return False  # too short to hold limit + 1 pairs of brackets (nearly every message)
+    if b"\\" in data:  # only inside strings: \\ and \" are the escapes that matter here
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = data.translate(_SQUARE, _KEEP_SKELETON)  # '[', ']' and '"' are left
+    if skeleton.count(b"[") <= limit:
+        return False  # fewer openings than the limit, strings' included: can't nest deeper
+    quotes = skeleton.count(b'"')
+    if quotes:
+        if 2 * skeleton.count(b'""') == quotes:
+            # every string is '""' now (the first quote opens one, the next closes it, and
+            # so on): no string holds a bracket
+            skeleton = skeleton.translate(None, b'"')
+        else:  # strings with brackets in them: keep what is between the strings
+            skeleton = b"".join(skeleton.split(b'"')[::2])
+    for _ in range(limit):  # each pass removes the innermost pairs: one level of every branch
+        if not skeleton:
             return False
-        brackets = brackets.replace(b"[]", b"")
-    return bool(brackets)
+        skeleton = skeleton.replace(b"[]", b"")
+    return bool(skeleton)
 
 
 # -- naming what can't be encoded (only on the error path) -------------------------------------
@@ -248,8 +255,9 @@ class JsonCodec:
             value = _TOO_DEEP_HERE
         except Exception as exc:  # ValueError, UnicodeDecodeError, TypeError (not bytes)
             raise CodecError(f"can't decode {_head(data)}: {exc}") from None
-        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-        if exceeds_depth(raw, MAX_DEPTH):
+        if type(data) is not bytes:
+            data = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+        if exceeds_depth(data, MAX_DEPTH):
             raise CodecError(f"can't decode {_head(data)}: {_TOO_DEEP}")
         if value is _TOO_DEEP_HERE:
             raise CodecError(

@@ -171,7 +171,8 @@ class LoopCommunicator(LoopEndpoint):
     def _run_rpc(self, call: RpcCall) -> None:
         try:
             msg = self._broker._decode(call.payload)
-        except Exception as exc:
+        except Exception as exc:  # CodecError: not something our codec wrote
+            self._undecodable("an rpc request", exc)
             self._rpc_failed(call, exc)
             return
         self._handle_rpc(call, call.subscriber, msg)
@@ -187,6 +188,11 @@ class LoopCommunicator(LoopEndpoint):
 
     def _rpc_failed(self, call: RpcCall, exc: BaseException) -> None:
         resolve(call.sink, False, RemoteError(ErrorInfo.from_exception(exc)))
+
+    def _undecodable(self, what: str, exc: Exception) -> None:
+        logger.error(
+            "communicator %r can't decode %s (%s); answered with the error", self._name, what, exc
+        )
 
     def _unsendable(self, kind: str, subscriber: Any, exc: CodecError) -> None:
         logger.warning(
@@ -204,7 +210,8 @@ class LoopCommunicator(LoopEndpoint):
             return
         try:
             body = self._broker._decode(attempt.payload)
-        except Exception as exc:
+        except Exception as exc:  # CodecError: not something our codec wrote
+            self._undecodable("a task", exc)
             self._task_failed(attempt, exc)
             return
         self._handle_task(attempt, attempt.subscriber, body)

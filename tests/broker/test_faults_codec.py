@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker import CodecError, ErrorInfo, JsonCodec, MemoryBroker, RemoteError
 from broker._codec import MAX_DEPTH, exceeds_depth
@@ -75,6 +77,25 @@ def test_brackets_in_strings_do_not_count() -> None:
     value = {"text": "[" * 500 + '{"' * 300, "k[": ["]]", '\\"[']}
     assert codec.decode(codec.encode(value)) == value
     assert not exceeds_depth(codec.encode(value), 3)
+
+
+_tricky_text = st.text(alphabet=st.sampled_from('[]{}"\\\\a\n\u00e9'), max_size=6)
+_json_values = st.recursive(
+    st.none() | st.integers() | _tricky_text,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(_tricky_text, children, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json_values, limit=st.integers(0, 8), ensure_ascii=st.booleans())
+def test_exceeds_depth_measures_the_nesting_whatever_the_strings_hold(
+    value: Any, limit: int, ensure_ascii: bool
+) -> None:
+    data = json.dumps(value, ensure_ascii=ensure_ascii).encode()
+    assert exceeds_depth(data, limit) == (_depth(value) > limit)
 
 
 def test_decode_refuses_what_encode_refuses_whoever_wrote_it() -> None:

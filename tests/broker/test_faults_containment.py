@@ -13,6 +13,7 @@ tests say so.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from broker import (
     LoopCommunicator,
     MemoryBroker,
     RemoteError,
+    wait_future,
 )
 from broker._codec import MAX_DEPTH
 from broker.memory._broker import BroadcastDelivery, RpcCall
@@ -457,6 +459,28 @@ async def test_a_broadcast_the_receiver_can_t_decode_is_logged_and_dropped(
     dropped = [r for r in caplog.records if "dropped a broadcast" in r.getMessage()]
     assert len(dropped) == 2
     assert "nested more than 100 levels deep" in dropped[0].getMessage()
+
+
+async def test_a_request_or_task_the_receiver_can_t_decode_is_answered_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = MemoryBroker(strict=True)
+    async with LoopCommunicator(broker) as comm:
+        await comm.add_rpc_subscriber(lambda _c, m: m, "echo")
+        await comm.add_task_subscriber(lambda _c, t: t)
+        foreign = b"[" * 2000 + b"]" * 2000  # from an encoder with no depth limit
+        with anyio.fail_after(TIMEOUT):
+            rpc: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            broker.rpc("echo", foreign, rpc)
+            with pytest.raises(RemoteError, match=r"CodecError: can't decode b'\[\[\["):
+                await wait_future(rpc)
+            task: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            broker.send_task(foreign, task, None)
+            with pytest.raises(RemoteError, match=r"nested more than 100 levels deep"):
+                await wait_future(task)
+            assert await comm.rpc_send("echo", "still") == "still"
+            assert await comm.task_send("still") == "still"
+    assert len([r for r in caplog.records if "can't decode" in r.getMessage()]) == 2
 
 
 async def test_a_delivery_failing_inside_the_broker_is_logged_and_answered(
