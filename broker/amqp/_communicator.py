@@ -49,7 +49,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, final
+from typing import Any, Final, final
 
 import anyio
 import anyio.lowlevel
@@ -76,6 +76,9 @@ __all__ = ["AmqpCommunicator"]
 logger = logging.getLogger("broker.amqp")
 
 _NEW, _OPEN, _CLOSING, _CLOSED = NEW, OPEN, CLOSING, CLOSED
+
+#: how long a failed open waits for its I/O thread to close its loop and exit
+_THREAD_EXIT_TIMEOUT: Final = 10.0
 
 
 def _check_subscriber(subscriber: object) -> None:
@@ -253,7 +256,8 @@ class AmqpCommunicator(LoopEndpoint):
                 with contextlib.suppress(Exception):  # the open's error is the one to raise
                     await wait_future(io.submit(io.close))
                 io.stop()
-                await io.stopped()
+                with anyio.move_on_after(_THREAD_EXIT_TIMEOUT):  # a wedged loop: don't hang
+                    await io.stopped()
             raise
         async with self._serving():
             self._state = _OPEN

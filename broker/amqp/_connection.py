@@ -85,7 +85,9 @@ class IoThread:
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             finally:
                 self.loop.close()
-                self.finished.set_result(None)
+                # a waiter that gave up cancelled it (see wait_future): nobody to tell
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    self.finished.set_result(None)
 
     def join(self) -> None:
         """Wait for the thread to exit; call it once :attr:`finished` is done (or never
