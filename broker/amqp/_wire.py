@@ -209,8 +209,8 @@ def check_content_type(content_type: str | None) -> None:
 
     ``application/json`` may carry parameters; a charset, if given, must be UTF-8.
     """
-    if not content_type:
-        return
+    if not content_type or content_type == CONTENT_TYPE:
+        return  # what we publish, and what plain clients leave out: the fast path
     media, *params = content_type.split(";")
     if media.strip().lower() == CONTENT_TYPE and all(
         value.strip().strip('"').lower() in ("utf-8", "utf8")
