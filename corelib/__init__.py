@@ -118,6 +118,7 @@ from .cluster import Worker as Worker
 from .cluster import WorkerStatistics as WorkerStatistics
 from .control import BlockingProcessController as BlockingProcessController
 from .control import ControlStatistics as ControlStatistics
+from .control import InvalidTaskError as InvalidTaskError
 from .control import ProcessControl as ProcessControl
 from .control import ProcessController as ProcessController
 from .control import ProcessLauncher as ProcessLauncher

@@ -466,6 +466,24 @@ class MemoryBroker:
         self._finish(sends, [])
         return key
 
+    def set_prefetch(self, endpoint: Endpoint, identifier: Any, prefetch: int) -> None:
+        """Change how many live attempts consumer ``identifier`` may hold (0 = no limit).
+
+        Raising it dispatches at once; lowering it never takes back what the consumer holds,
+        it only delays the next delivery until its live attempts are below the new limit.
+        """
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        key = str(identifier)
+        with self._lock:
+            consumer = self._state_locked(endpoint).tasks.get(key)
+            if consumer is None:
+                raise UnknownSubscriberError(f"no task subscriber {key!r} on this communicator")
+            consumer.prefetch = prefetch
+            q = consumer.queue
+            sends = self._dispatch_locked(q) if q.pending else []
+        self._finish(sends, [])
+
     def remove_consumer(self, endpoint: Endpoint, identifier: Any) -> None:
         key = str(identifier)
         with self._lock:

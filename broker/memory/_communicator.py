@@ -307,6 +307,21 @@ class LoopCommunicator(LoopEndpoint):
         await anyio.lowlevel.checkpoint()
         return key
 
+    def set_task_prefetch(self, identifier: Any, prefetch: int) -> None:
+        """Change the prefetch of task subscriber ``identifier`` (0 = no limit); never blocks.
+
+        Raising it lets the broker deliver more at once; lowering it keeps what the
+        subscriber holds and delays the next delivery until it holds fewer than ``prefetch``.
+        A worker uses it so that tasks whose processes wait (on children, on a resume) don't
+        hold its slots.
+
+        Raises:
+            UnknownSubscriberError: no task subscriber ``identifier`` on this communicator.
+            ValueError: ``prefetch`` is not an int >= 0.
+        """
+        self._check_open()
+        self._broker_call(self._broker.set_prefetch, identifier, prefetch)
+
     async def remove_task_subscriber(self, identifier: Any) -> None:
         """Stop consuming; tasks the subscriber still holds are requeued and its running
         handlers for them are cancelled, so a task is not worked on twice."""

@@ -9,10 +9,13 @@ longer than the worker takes to start (:meth:`Worker.start`) or stop (:meth:`Wor
 
 Stopping has two flavours:
 
-- ``stop()`` (the default, like a daemon worker told to shut down): the worker stops
-  consuming at once, so the broker requeues every task it held; its processes are abandoned
-  (cancelled without announcing it: no ``killed`` broadcast, no checkpoint), to be continued
-  from their checkpoints (or launched again) by whichever worker gets the requeued task;
+- ``stop()`` (the default, like a daemon worker told to shut down): the worker abandons its
+  processes (cancelled without announcing it: no ``killed`` broadcast, no checkpoint, no
+  reply to the tasks it held), then closes its communicator, which in one step releases every
+  pid it answered RPCs for and requeues every task it held; whichever worker gets a requeued
+  task continues the process from its last checkpoint (or launches it again). So a requeued
+  task never meets its process's pid still taken here, and no stale "killed" outcome can
+  answer it;
 - ``stop(drain=True)``: new tasks are rejected (they go to other workers), the processes it
   runs are waited for (at most ``timeout`` seconds), then it stops as above.
 
@@ -28,6 +31,21 @@ it is done, and the worker's thread fails the ones left when its loop ends, so a
 races with a stop gets :class:`~corelib.RunnerNotRunningError` instead of waiting forever.
 :meth:`Worker.get_process` (and :meth:`LocalCluster.get_process`) looks a live process up by
 pid, from any thread.
+
+Checkpoints: given a persister, a worker's runner checkpoints every process it runs under
+its ``checkpoint_policy`` (default :attr:`~corelib.CheckpointPolicy.EVERY_TRANSITION`, so
+after every step), and a process continued after its worker died resumes after its last
+checkpointed step: a step that completed and was checkpointed is never run again. (A step
+that completed but whose checkpoint was not written yet when the worker died runs again:
+at-least-once, as in plumpy and AiiDA.) The checkpoints of a stopping worker that are being
+written when it stops are finished before its tasks are requeued.
+
+Slots: ``prefetch`` limits the tasks whose processes *run*. A held task whose process waits
+(on children, on a resume) or is paused frees its slot, so the worker takes another task,
+and takes it back when the process runs again (until then the worker takes no new task).
+So parents waiting on children can never hold every slot and starve their own children
+(the deadlock of aiida-core #1397). While parked processes resume, running processes may
+briefly exceed ``prefetch``; they never stay above it.
 
 :class:`LocalCluster` starts several workers (mixed backends allowed) on one broker.
 """
@@ -63,8 +81,11 @@ from ..control._launcher import ProcessLauncher
 from ..control._messages import new_pid
 from ..persistence._loader import ClassLoader
 from ..persistence._persisters import Persister
+from ..persistence._save_load import CheckpointPolicy
 from ..process._errors import ProcessNotFoundError, RunnerNotRunningError
+from ..process._listener import ProcessListener
 from ..process._process import Process
+from ..process._states import ProcessState
 from ..runner._runner import Runner
 
 __all__ = [
@@ -102,6 +123,80 @@ def _check_no_loop(worker: str, what: str, handle: LoopHandle | None) -> None:
 
 
 @final
+class _Slots(ProcessListener):
+    """A worker's slot count: ``limit`` tasks whose processes run, plus one per held task
+    whose process is parked (waiting or paused), set as its subscription's prefetch."""
+
+    __slots__ = ("_comm", "_held", "_identifier", "_limit", "_parked", "_prefetch")
+
+    def __init__(self, comm: LoopCommunicator, limit: int) -> None:
+        self._comm = comm
+        self._limit = limit
+        self._prefetch = limit
+        self._identifier: str | None = None
+        self._held: dict[Process, int] = {}  # process -> tasks held for it
+        self._parked: set[Process] = set()
+
+    @property
+    def prefetch(self) -> int:
+        """The prefetch set now: the limit plus the tasks of parked processes."""
+        return self._prefetch
+
+    def attach(self, identifier: str) -> None:
+        self._identifier = identifier
+
+    def detach(self) -> None:
+        """Stop adjusting the prefetch (the worker is stopping)."""
+        self._identifier = None
+
+    def holding(self, process: Process, held: bool) -> None:
+        n = self._held.get(process, 0)
+        if held:
+            self._held[process] = n + 1
+            if n == 0:
+                process.add_process_listener(self)
+            self._update(process)
+        elif n > 1:
+            self._held[process] = n - 1
+            self._apply()
+        elif n == 1:
+            del self._held[process]
+            process.remove_process_listener(self)
+            self._parked.discard(process)
+            self._apply()
+
+    def _update(self, process: Process) -> None:
+        if process not in self._held:
+            return
+        state = process.state
+        if not state.terminal and (process.paused or state is ProcessState.WAITING):
+            self._parked.add(process)
+        else:
+            self._parked.discard(process)
+        self._apply()
+
+    def _apply(self) -> None:
+        prefetch = self._limit + sum(self._held[p] for p in self._parked)
+        if prefetch == self._prefetch or self._identifier is None:
+            return
+        self._prefetch = prefetch
+        with contextlib.suppress(Exception):  # closing: nothing more to deliver anyway
+            self._comm.set_task_prefetch(self._identifier, prefetch)
+
+    def on_process_running(self, process: Process) -> None:
+        self._update(process)
+
+    def on_process_waiting(self, process: Process) -> None:
+        self._update(process)
+
+    def on_process_paused(self, process: Process) -> None:
+        self._update(process)
+
+    def on_process_played(self, process: Process) -> None:
+        self._update(process)
+
+
+@final
 @attrs.frozen
 class WorkerStatistics:
     """A snapshot of one worker.
@@ -131,12 +226,16 @@ class Worker:
         broker: the broker to consume from.
         backend: the worker's event loop, ``"asyncio"`` or ``"trio"``.
         persister: where checkpoints go; needed for ``persist``, ``continue`` and
-            ``execute`` tasks. Shared persisters must be thread-safe (the built-in ones are).
-        prefetch: how many tasks it holds unacknowledged at once (0 = no limit). A launch
-            task is held until its process ends (unless ``nowait``), so with a limit, workers
-            full of parents that await children launched through the queue can starve those
-            children (aiida-core #1397); the children of :func:`~corelib.submit_remote` are
-            launched with ``nowait`` and hold no slot once started.
+            ``execute`` tasks (a task that needs one on a worker without one is answered
+            with :class:`~corelib.InvalidTaskError`). Shared persisters must be thread-safe
+            (the built-in ones are).
+        checkpoint_policy: when the worker's runner checkpoints its processes to
+            ``persister`` (ignored without one); every transition by default, so a process
+            continued elsewhere after this worker died runs no checkpointed step again.
+        prefetch: how many tasks whose processes run it holds at once (0 = no limit). A
+            task is held until its process ends (unless ``nowait``), but one whose process
+            waits or is paused does not count (see the module docstring): parents waiting on
+            children launched through the queue never starve them.
         loader: resolves process classes named in tasks.
         queue: the task queue to consume from (the broker's default when ``None``).
         name: a label, also the thread's name.
@@ -148,6 +247,7 @@ class Worker:
         *,
         backend: Backend = "asyncio",
         persister: Persister | None = None,
+        checkpoint_policy: CheckpointPolicy = CheckpointPolicy.EVERY_TRANSITION,
         prefetch: int = 0,
         loader: ClassLoader | None = None,
         queue: str | None = None,
@@ -155,9 +255,16 @@ class Worker:
     ) -> None:
         if backend not in ("asyncio", "trio"):
             raise ValueError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
+        if not isinstance(checkpoint_policy, CheckpointPolicy):
+            raise TypeError(
+                f"checkpoint_policy must be a CheckpointPolicy, got {checkpoint_policy!r}"
+            )
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
         self._broker = broker
         self._backend: Backend = backend
         self._persister = persister
+        self._checkpoint_policy = checkpoint_policy
         self._prefetch = prefetch
         self._loader = loader
         self._queue = queue
@@ -240,16 +347,28 @@ class Worker:
     async def _main(self) -> None:
         self._stop_event = anyio.Event()
         async with LoopCommunicator(self._broker, name=self._name) as comm:
-            identifier = None
             with anyio.CancelScope() as scope:
-                async with Runner() as runner, ProcessControl(runner, comm) as control:
+                async with (
+                    Runner(
+                        persister=self._persister,
+                        checkpoint_policy=self._checkpoint_policy,
+                        loader=self._loader,
+                    ) as runner,
+                    ProcessControl(runner, comm) as control,
+                ):
+                    slots = _Slots(comm, self._prefetch) if self._prefetch else None
                     launcher = ProcessLauncher(
-                        control, persister=self._persister, loader=self._loader
+                        control,
+                        persister=self._persister,
+                        loader=self._loader,
+                        holding=None if slots is None else slots.holding,
                     )
                     self._runner, self._control, self._launcher = runner, control, launcher
                     identifier = await comm.add_task_subscriber(
                         launcher, queue=self._queue, prefetch=self._prefetch
                     )
+                    if slots is not None:
+                        slots.attach(identifier)
                     send, receive = anyio.create_memory_object_stream[_Submission](math.inf)
                     control.spawn(self._serve_submissions, control, receive, name="submissions")
                     with send, receive:  # closed here even if the task never ran
@@ -263,11 +382,27 @@ class Worker:
                             with anyio.move_on_after(self._drain_timeout):
                                 while runner.processes:
                                     await next(iter(runner.processes.values())).wait()
-                        # Abandon the rest: requeue the held tasks, cancel without announcing.
-                        control.mute()
-                        await comm.remove_task_subscriber(identifier)
+                        self._abandon(runner, control, launcher, slots)
                         scope.cancel()
             self._runner = None
+        # Closing the communicator released every pid and requeued every task in one step.
+
+    @staticmethod
+    def _abandon(
+        runner: Runner, control: ProcessControl, launcher: ProcessLauncher, slots: _Slots | None
+    ) -> None:
+        # Everything here is synchronous: no step of this worker runs in between. From now on
+        # nothing is announced, answered or checkpointed for the processes left; cancelling
+        # the runner's scope ends them ("killed by cancellation", seen by nobody) once the
+        # checkpoints being written are written; then the communicator closes.
+        launcher.abandon()
+        control.mute()
+        if slots is not None:
+            slots.detach()
+        checkpointer = runner.checkpointer
+        if checkpointer is not None:
+            for process in tuple(runner.processes.values()):
+                process.remove_process_listener(checkpointer)
 
     def _request_stop(self, drain_timeout: float | None) -> None:
         # on the worker's loop
@@ -533,6 +668,7 @@ class LocalCluster:
         backends: their backends, assigned round-robin (``("asyncio", "trio")`` alternates).
         broker: the broker; a strict (JSON) :class:`~broker.MemoryBroker` when ``None``.
         persister: shared by every worker (must be thread-safe).
+        checkpoint_policy: each worker's checkpoint policy (see :class:`Worker`).
         prefetch: each worker's prefetch.
         loader: resolves process classes named in tasks.
         queue: the task queue.
@@ -545,6 +681,7 @@ class LocalCluster:
         backends: Sequence[Backend] = ("asyncio",),
         broker: MemoryBroker | None = None,
         persister: Persister | None = None,
+        checkpoint_policy: CheckpointPolicy = CheckpointPolicy.EVERY_TRANSITION,
         prefetch: int = 0,
         loader: ClassLoader | None = None,
         queue: str | None = None,
@@ -561,6 +698,7 @@ class LocalCluster:
                 self.broker,
                 backend=backends[i % len(backends)],
                 persister=persister,
+                checkpoint_policy=checkpoint_policy,
                 prefetch=prefetch,
                 loader=loader,
                 queue=queue,

@@ -25,6 +25,7 @@ from ._binding import ProcessControl as ProcessControl
 from ._binding import control_of as control_of
 from ._controller import BlockingProcessController as BlockingProcessController
 from ._controller import ProcessController as ProcessController
+from ._launcher import InvalidTaskError as InvalidTaskError
 from ._launcher import ProcessLauncher as ProcessLauncher
 from ._messages import continue_body as continue_body
 from ._messages import launch_body as launch_body
@@ -48,4 +49,5 @@ __all__ = [
     "launch_body",
     "outcome_error",
     "ProcessLauncher",
+    "InvalidTaskError",
 ]

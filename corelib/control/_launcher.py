@@ -8,7 +8,8 @@ Task bodies (see :func:`~corelib.launch_body`):
 
 - ``launch``: create ``process_class`` with ``inputs`` and pid ``pid``; with ``persist`` save a
   checkpoint before it runs and another once it is terminal (a persister is required, else
-  :class:`~broker.TaskRejected`). A redelivered persisted launch (its first worker died) finds
+  :class:`InvalidTaskError`; a worker whose runner checkpoints to that persister leaves both
+  to its runner's checkpoint policy). A redelivered persisted launch (its first worker died) finds
   the checkpoint and continues from it instead of starting again;
 - ``continue``: load the checkpoint of ``pid`` (``tag``) and continue it (persister required);
   a terminal checkpoint returns its stored outcome; a pid already running here is awaited,
@@ -18,10 +19,20 @@ Task bodies (see :func:`~corelib.launch_body`):
   :class:`~corelib.ChildrenNotFoundError`);
 - ``execute``: ``launch`` with ``persist`` and without ``nowait``.
 
-The reply, and the acknowledgement, come once the process is terminal: its outcome dict (see
-:func:`~corelib.outcome_of`); with ``nowait`` at once: its pid. An unknown task type is
-rejected (:class:`~broker.TaskRejected`). Classes are resolved only by a
-:class:`~corelib.ClassLoader`, whose allowed prefixes bound what a task may import.
+The reply, and the acknowledgement, come once the process is terminal (and, when the
+worker's runner checkpoints to the launcher's persister, once its terminal checkpoint is
+written): its outcome dict (see :func:`~corelib.outcome_of`); with ``nowait`` at once: its
+pid. Classes are resolved only by a :class:`~corelib.ClassLoader`, whose allowed prefixes
+bound what a task may import.
+
+A task no launcher could run is answered, never requeued (a requeued task would wait forever
+for a worker that can run it): an unknown task type, a malformed body, or a task that needs a
+persister on a worker without one raise :class:`InvalidTaskError` (the sender gets a
+:class:`~broker.RemoteError` naming it). A draining worker rejects new tasks
+(:class:`~broker.TaskRejected`, so they go to other workers); an abandoning one
+(:meth:`ProcessLauncher.abandon`) also never answers the tasks it holds: they are requeued
+when its communicator closes, and no stale outcome ("killed by cancellation") can be taken
+for the task's reply.
 
 Checkpoints are made and loaded by :func:`~corelib.persistence._save_load.checkpoint_of` and
 :func:`~corelib.persistence._save_load.load_process`.
@@ -29,8 +40,10 @@ Checkpoints are made and loaded by :func:`~corelib.persistence._save_load.checkp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, final
+
+import anyio
 
 from broker import Communicator, TaskRejected
 
@@ -38,12 +51,19 @@ from ..persistence._checkpoint import Checkpoint, CheckpointNotFoundError
 from ..persistence._loader import ClassLoader
 from ..persistence._persisters import Persister
 from ..persistence._save_load import checkpoint_of, load_process
+from ..process._errors import ProcessError
 from ..process._process import Process
 from ..runner import continue_children
 from ._binding import ProcessControl
 from ._messages import TASK_TYPES, TERMINAL_SUBJECT_STATES, outcome_of, outcome_of_checkpoint
 
-__all__ = ["ProcessLauncher"]
+__all__ = ["ProcessLauncher", "InvalidTaskError"]
+
+
+class InvalidTaskError(ProcessError, ValueError):
+    """A task no launcher can run: an unknown type, a malformed body, or one that needs a
+    persister the worker lacks. The launcher answers it with this error instead of requeueing
+    it."""
 
 
 @final
@@ -56,9 +76,22 @@ class ProcessLauncher:
             rejected.
         loader: resolves ``process_class``; the default allows what
             :class:`~corelib.ClassLoader` allows by default.
+        holding: called as ``holding(process, True)`` when a task starts waiting for its
+            process to end (the task is held, unacknowledged, meanwhile) and
+            ``holding(process, False)`` when it stops; a worker counts its slots with it.
+            Exceptions are not caught: it must not raise.
     """
 
-    __slots__ = ("_accepting", "_classes", "_control", "_launched", "_loader", "_persister")
+    __slots__ = (
+        "_abandoned",
+        "_accepting",
+        "_classes",
+        "_control",
+        "_holding",
+        "_launched",
+        "_loader",
+        "_persister",
+    )
 
     def __init__(
         self,
@@ -66,11 +99,14 @@ class ProcessLauncher:
         *,
         persister: Persister | None = None,
         loader: ClassLoader | None = None,
+        holding: Callable[[Process, bool], None] | None = None,
     ) -> None:
         self._control = control
+        self._holding = holding
         self._persister = persister
         self._loader = ClassLoader() if loader is None else loader
         self._accepting = True
+        self._abandoned = False
         self._launched = 0
         # resolved classes by identifier: the loader's checks ran once for each
         self._classes: dict[str, type[Process]] = {}
@@ -84,23 +120,54 @@ class ProcessLauncher:
         """Reject every task from now on (they go to other workers); for draining workers."""
         self._accepting = False
 
+    def abandon(self) -> None:
+        """Answer nothing from now on; for a worker that abandons its processes.
+
+        New tasks are rejected, and the tasks held now are never answered (their processes
+        end "killed by cancellation" while the worker shuts down, and no checkpoint is
+        written for them here): closing the worker's communicator requeues them, to be
+        continued elsewhere from their last checkpoint.
+        """
+        self._accepting = False
+        self._abandoned = True
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether :meth:`abandon` was called."""
+        return self._abandoned
+
     async def __call__(self, _comm: Communicator, task: Any) -> Any:
         if not self._accepting:
             raise TaskRejected("this worker is stopping")
-        if not isinstance(task, Mapping) or task.get("task") not in TASK_TYPES:
-            kind = task.get("task") if isinstance(task, Mapping) else type(task).__name__
-            raise TaskRejected(f"unknown task type {kind!r}")
-        kind = task["task"]
+        try:
+            result = await self._dispatch(task)
+        except Exception:
+            if not self._abandoned:
+                raise
+            result = None
+        if self._abandoned:
+            # held until the communicator closes, which requeues the task unanswered
+            await anyio.sleep_forever()
+        return result
+
+    async def _dispatch(self, task: Any) -> Any:
+        if not isinstance(task, Mapping):
+            raise InvalidTaskError(f"a task must be a dict, got {type(task).__name__}")
+        kind = task.get("task")
+        if kind not in TASK_TYPES:
+            raise InvalidTaskError(
+                f"unknown task type {kind!r}; a launcher runs {sorted(TASK_TYPES)}"
+            )
         if kind == "continue":
             return await self._continue(
-                str(task["pid"]), task.get("tag"), bool(task.get("nowait", False))
+                _field(task, "pid", str), task.get("tag"), bool(task.get("nowait", False))
             )
         persist = kind == "execute" or bool(task.get("persist", False))
         nowait = kind != "execute" and bool(task.get("nowait", False))
         return await self._launch(task, persist, nowait)
 
     async def _launch(self, task: Mapping[str, Any], persist: bool, nowait: bool) -> Any:
-        identifier = str(task["process_class"])
+        identifier = _field(task, "process_class", str)
         process_class = self._classes.get(identifier)
         if process_class is None:
             process_class = self._loader.load(identifier, base=Process)
@@ -116,10 +183,11 @@ class ProcessLauncher:
                     pass
                 else:  # a redelivered launch: its first worker saved it, then died
                     return await self._resume(checkpoint, nowait)
-            process = process_class(task.get("inputs") or {}, pid=pid)
-            await persister.save_checkpoint(checkpoint_of(process))
+            process = process_class(_inputs(task), pid=pid)
+            if not self._runner_checkpoints():
+                await persister.save_checkpoint(checkpoint_of(process))
         else:
-            process = process_class(task.get("inputs") or {}, pid=pid)
+            process = process_class(_inputs(task), pid=pid)
         return await self._run(process, persist, nowait)
 
     async def _continue(self, pid: str, tag: Any, nowait: bool) -> Any:
@@ -134,7 +202,7 @@ class ProcessLauncher:
         if running is not None:  # a duplicate delivery of a process running here
             if nowait:
                 return running.pid
-            await running.wait()
+            await self._hold(running)
             return outcome_of(running)
         process = load_process(checkpoint, loader=self._loader)
         # A WorkChain waiting on children knows them by pid: continue them here too, from the
@@ -152,20 +220,67 @@ class ProcessLauncher:
             if persist:
                 control.spawn(self._save_at_end, process, name=f"checkpoint {process.pid}")
             return process.pid
-        await process.wait()
+        await self._hold(process)
         if persist:
             await self._save_terminal(process)
         return outcome_of(process)
+
+    async def _hold(self, process: Process) -> None:
+        # wait for the process to end while holding its task
+        holding = self._holding
+        if holding is None:
+            await process.wait()
+            return
+        holding(process, True)
+        try:
+            await process.wait()
+        finally:
+            holding(process, False)
 
     async def _save_at_end(self, process: Process) -> None:
         await process.wait()
         await self._save_terminal(process)
 
+    def _runner_checkpoints(self) -> bool:
+        # the worker's runner checkpoints every process to our persister (its policy)
+        checkpointer = self._control.runner.checkpointer
+        return checkpointer is not None and checkpointer.persister is self._persister
+
     async def _save_terminal(self, process: Process) -> None:
+        if self._abandoned:
+            return  # "killed by cancellation" is not where it stands: it goes on elsewhere
+        if self._runner_checkpoints():
+            await self._control.runner.flush_checkpoints()
+            return
         persister = self._require_persister()
         await persister.save_checkpoint(checkpoint_of(process))
 
     def _require_persister(self) -> Persister:
         if self._persister is None:
-            raise TaskRejected("this worker has no persister")
+            raise InvalidTaskError(
+                "this task needs a persister (persist, continue or execute) and this worker"
+                " has none; give the worker one"
+            )
         return self._persister
+
+
+def _field(task: Mapping[str, Any], name: str, kind: type[str]) -> str:
+    value = task.get(name)
+    if value is None:
+        raise InvalidTaskError(f"task {task.get('task')!r} has no {name!r}")
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise InvalidTaskError(
+            f"task {task.get('task')!r}: {name!r} must be a string, got {value!r:.80}"
+        )
+    return kind(value)
+
+
+def _inputs(task: Mapping[str, Any]) -> Mapping[str, Any]:
+    inputs = task.get("inputs")
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        raise InvalidTaskError(
+            f"task {task.get('task')!r}: 'inputs' must be a dict, got {type(inputs).__name__}"
+        )
+    return inputs

@@ -153,8 +153,9 @@ def submit_remote(
     to the child's broadcasts, so nothing is missed; in a WorkChain,
     ``return ToContext(child=submit_remote(Child, {...}))`` stores the child's outputs in
     ``ctx.child`` as for a local child (a failed child fails the step). While awaiting a
-    remote child the WorkChain runs an ``async`` step: a pause takes effect when the child
-    ended, a kill at once.
+    remote child the WorkChain is WAITING: a pause or kill takes effect at once, and the
+    task that launched the WorkChain on a worker holds no slot meanwhile (see
+    :class:`~corelib.Worker`), so its children can always be delivered.
 
     Raises:
         ProcessStateError: not called from a step of a process whose runner is bound to a

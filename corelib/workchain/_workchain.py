@@ -260,6 +260,9 @@ class WorkChain(Process):
         self.ctx = AttributesDict()
         self._cursor: Cursor = ()
         self._awaiting: list[_Awaited] = []
+        # what the awaitables in _awaiting gave, by id(_Awaited): awaited while WAITING (so a
+        # parent awaiting a remote child holds no worker slot), handed over by _children_done
+        self._resolved: dict[int, tuple[bool, Any]] = {}
         # finds the children still pending when they are needed (set by the launching runner)
         self._find_rest: Callable[[WorkChain], Awaitable[None]] | None = None
         super()._setup(*args)
@@ -494,7 +497,12 @@ class WorkChain(Process):
             if isinstance(target, Process):
                 await target.wait()
             elif inspect.isawaitable(target):
-                pass  # awaited (and its result kept) in _children_done
+                # awaited here, in WAITING (a remote child may take long); what it gives or
+                # raises is handed to _children_done, so a failure still fails that step
+                try:
+                    self._resolved[id(awaited)] = (True, await target)
+                except Exception as exc:
+                    self._resolved[id(awaited)] = (False, exc)
             elif isinstance(target, anyio.Event):
                 await target.wait()
 
@@ -511,6 +519,7 @@ class WorkChain(Process):
             else:
                 self.ctx[awaited.key] = value
         self._awaiting.clear()
+        self._resolved.clear()
         return Continue(self._step)
 
     async def _result_of(self, awaited: _Awaited) -> Any:
@@ -529,6 +538,12 @@ class WorkChain(Process):
         if isinstance(target, anyio.Event):
             await target.wait()
             return None
+        resolved = self._resolved.pop(id(awaited), None)
+        if resolved is not None:
+            ok, value = resolved
+            if ok:
+                return value
+            raise value
         if inspect.isawaitable(target):
             return await target
         raise TypeError(f"can't wait for {target!r} in context key {awaited.key!r}")

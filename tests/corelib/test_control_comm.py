@@ -21,7 +21,7 @@ from broker import (
 from corelib import ControlOutcome, InMemoryPersister, Process, ProcessState, Runner
 from corelib.control._binding import ProcessControl, control_of
 from corelib.control._controller import ProcessController
-from corelib.control._launcher import ProcessLauncher
+from corelib.control._launcher import InvalidTaskError, ProcessLauncher
 from corelib.control._messages import continue_body, launch_body, status_of, to_plain
 from corelib.control._remote import RemoteProcess
 
@@ -305,16 +305,24 @@ async def test_continue_from_a_created_checkpoint(
     assert outcome["pid"] == "saved"
 
 
-async def test_launcher_rejects_and_refuses(env: Env) -> None:
+async def test_launcher_refuses_what_no_launcher_could_run(env: Env) -> None:
+    """Tasks no worker could run are answered with InvalidTaskError, not rejected: a
+    rejected task would be requeued and wait forever (#12 point 7)."""
     launcher = ProcessLauncher(env.control)  # no persister
-    with pytest.raises(TaskRejected, match="unknown task type 'dance'"):
+    with pytest.raises(InvalidTaskError, match="unknown task type 'dance'"):
         await launcher(env.client, {"task": "dance"})
-    with pytest.raises(TaskRejected, match="unknown task type 'str'"):
+    with pytest.raises(InvalidTaskError, match="must be a dict, got str"):
         await launcher(env.client, "launch")
-    with pytest.raises(TaskRejected, match="no persister"):
+    with pytest.raises(InvalidTaskError, match="needs a persister"):
         await launcher(env.client, continue_body("x"))
-    with pytest.raises(TaskRejected, match="no persister"):
+    with pytest.raises(InvalidTaskError, match="needs a persister"):
         await launcher(env.client, launch_body(Double, persist=True))
+    with pytest.raises(InvalidTaskError, match="task 'continue' has no 'pid'"):
+        await launcher(env.client, {"task": "continue"})
+    with pytest.raises(InvalidTaskError, match="'process_class' must be a string"):
+        await launcher(env.client, {"task": "launch", "process_class": ["x"]})
+    with pytest.raises(InvalidTaskError, match="'inputs' must be a dict, got list"):
+        await launcher(env.client, dict(launch_body(Double), inputs=[1]))
     forbidden = dict(launch_body(Double), process_class="os:system")
     with pytest.raises(Exception, match="outside the allowed prefixes"):
         await launcher(env.client, forbidden)
