@@ -27,6 +27,12 @@ its argument and builds a new :class:`~corelib.AttributesFrozenDict`:
 
 The first problem found raises :class:`~corelib.PortValidationError`; nothing is collected.
 
+Every value given for a leaf port, and every undeclared value of a dynamic namespace, is
+checked for depth first (:func:`nesting_problem`): at most :data:`MAX_VALUE_DEPTH` lists,
+tuples, sets and mappings may nest inside each other, and none may contain itself. A deeper
+value could never be sent (the broker's codec carries 100 levels) nor reliably checkpointed,
+and freezing a cyclic or very deep one would end in a bare ``RecursionError`` naming no port.
+
 The functions here read a namespace through :class:`PortTree`, the fields ``PortNamespace``
 keeps (this module sits below it). Nothing here does I/O or imports an event loop library.
 """
@@ -52,6 +58,15 @@ from ._ports import (
 )
 
 __all__: list[str] = []  # nothing public: PortNamespace's methods are the way in
+
+#: How many containers (lists, tuples, sets, mappings) a port's value may nest inside each
+#: other (``[[1]]`` nests 2): the broker codec's ``max_depth``, so an input deeper than a
+#: message can carry is refused when the process is created, naming its port.
+MAX_VALUE_DEPTH: Final = 100
+
+# Exact types never walked by the depth check: no container below them.
+_ATOMS: Final = frozenset({str, int, float, bool, type(None), bytes, complex})
+_SEQUENCES: Final = (list, tuple, set, frozenset)
 
 
 class PortTree(Protocol):
@@ -179,24 +194,40 @@ def _parse(
 
 
 def parse_dynamic(tree: PortTree, value: Any, path: str) -> Any:
-    """Check an undeclared ``value`` at ``path`` in the dynamic namespace ``tree``; freeze it."""
+    """Check an undeclared ``value`` at ``path`` in the dynamic namespace ``tree``; freeze it.
+
+    Raises:
+        PortValidationError: naming ``path``, or the path of the first nested value that
+            doesn't fit ``tree``'s ``valid_type``.
+    """
+    reason = None if type(value) in _ATOMS else nesting_problem(value)
+    if reason is not None:
+        raise PortValidationError(path, reason)
+    return _parse_dynamic(tree, value, path)
+
+
+def _parse_dynamic(tree: PortTree, value: Any, path: str) -> Any:
+    # (below parse_dynamic, whose depth check bounds this recursion)
     valid_type = tree._valid_type
     if valid_type is None or isinstance(value, valid_type):
         return freeze(value)
     if isinstance(value, Mapping):
         return AttributesFrozenDict(
-            {key: parse_dynamic(tree, item, _join(path, str(key))) for key, item in value.items()}
+            {key: _parse_dynamic(tree, item, _join(path, str(key))) for key, item in value.items()}
         )
     raise PortValidationError(path, _type_error(valid_type, value))
 
 
 def check_leaf(port: Port, value: Any, path: str) -> None:
-    """Check a present ``value`` against the leaf ``port`` at ``path``.
+    """Check a present ``value`` against the leaf ``port`` at ``path``: its depth (see
+    :func:`nesting_problem`), then its type and validator.
 
     Raises:
         PortValidationError: naming ``path``.
     """
-    reason = port._reason(value, path)
+    reason = None if type(value) in _ATOMS else nesting_problem(value)
+    if reason is None:
+        reason = port._reason(value, path)
     if reason is not None:
         raise PortValidationError(path, reason)
 
@@ -253,3 +284,129 @@ def missing_required(tree: PortTree, values: Mapping[str, Any], prefix: str = ""
         elif port._required and not port.has_default():
             missing.extend(missing_required(port, {}, f"{sub}."))
     return missing
+
+
+def _items(value: Any) -> Any:
+    """The items of ``value`` if the depth check walks into it, else ``None``."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return None
+    if kind is dict or kind is AttributesFrozenDict:
+        return value.values()
+    if isinstance(value, _SEQUENCES):
+        return value
+    if isinstance(value, Mapping):
+        return value.values()
+    return None
+
+
+#: How many containers the quick check (:func:`_fits`) visits before it hands over to the
+#: exact walk, which visits a container shared by several parents only once.
+_QUICK_BUDGET: Final = 1 << 17
+#: Containers longer than this get a C-level type census before their items are visited.
+_CENSUS_FROM: Final = 16
+
+
+def nesting_problem(value: Any, limit: int = MAX_VALUE_DEPTH) -> str | None:
+    """Why ``value`` can't be a port's value, by its shape: ``"cyclic: ..."`` when a
+    container in it contains itself, ``"nested deeper than N levels"`` when more than
+    ``limit`` containers (lists, tuples, sets, mappings) nest inside each other; else ``None``.
+
+    Nothing is copied. A small value costs well under a microsecond (:func:`_fits`, a
+    recursion at most ``limit`` deep); a problem, or a value of thousands of containers, is
+    then walked exactly, without recursion (:func:`_walk`).
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        top: Any = value
+    elif kind is dict:
+        top = value.values()
+    else:
+        top = _items(value)
+        if top is None:
+            return None
+    if len(top) > _CENSUS_FROM:
+        if set(map(type, top)) <= _ATOMS:
+            return None
+    else:
+        for item in top:  # (for a few items, cheaper than the census)
+            if type(item) not in _ATOMS:
+                break
+        else:
+            return None
+    if _fits(top, limit - 1, [_QUICK_BUDGET]):
+        return None
+    return _walk(value, top, limit)
+
+
+def _fits(items: Any, levels: int, budget: list[int]) -> bool:
+    """Whether no container in ``items`` nests more than ``levels`` levels of containers.
+
+    ``False`` also when ``budget`` (containers left to visit) runs out: a value that large, or
+    one sharing containers many times over, is left to :func:`_walk`.
+    """
+    if len(items) > _CENSUS_FROM and set(map(type, items)) <= _ATOMS:
+        return True
+    for item in items:
+        kind = type(item)
+        if kind in _ATOMS:
+            continue
+        if kind is dict:
+            children = item.values()
+        elif kind is list or kind is tuple:
+            children = item
+        else:
+            children = _items(item)
+            if children is None:
+                continue
+        if levels == 0 or budget[0] == 0:
+            return False
+        budget[0] -= 1
+        if children and not _fits(children, levels - 1, budget):
+            return False
+    return True
+
+
+def _walk(value: Any, top: Any, limit: int) -> str | None:
+    """:func:`nesting_problem`, exactly: depth first with an explicit stack, each container
+    walked once, stopping at the first container that contains itself or lies past ``limit``.
+    """
+    # ``heights``: how many levels each container walked to its end spans; ``on_path``: the
+    # ids of the containers being walked (all of them are kept alive by ``value``).
+    heights: dict[int, int] = {}
+    on_path = {id(value)}
+    stack: list[tuple[Any, int, list[int]]] = [(iter(top), id(value), [0])]
+    while stack:
+        items, _, below = stack[-1]
+        for item in items:
+            children = _items(item)
+            if children is None:
+                continue
+            depth = len(stack) + 1  # of ``item``
+            if not children or set(map(type, children)) <= _ATOMS:
+                if depth > limit:  # (a container of atoms spans one level)
+                    return f"nested deeper than {limit} levels"
+                below[0] = max(below[0], 1)
+                continue
+            key = id(item)
+            if key in on_path:
+                return "cyclic: it contains itself"
+            height = heights.get(key)
+            if height is not None:  # walked before, elsewhere in the value
+                if depth + height - 1 > limit:
+                    return f"nested deeper than {limit} levels"
+                below[0] = max(below[0], height)
+                continue
+            if depth > limit:
+                return f"nested deeper than {limit} levels"
+            on_path.add(key)
+            stack.append((iter(children), key, [0]))
+            break
+        else:
+            _, key, below = stack.pop()
+            on_path.discard(key)
+            heights[key] = below[0] + 1
+            if stack:
+                parent = stack[-1][2]
+                parent[0] = max(parent[0], below[0] + 1)
+    return None
