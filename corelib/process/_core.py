@@ -14,7 +14,10 @@ around the move in plumpy's order: the exit hook of the old state, the entering 
 one, the state installed, the listeners, the entered hook, and for a terminal state
 ``on_terminated``. A hook that raises moves the process to EXCEPTED
 (:meth:`ProcessCore._fail`), except around a terminal state, where it is logged so that the
-terminal state stands. A hook (or a listener) that itself moved the process ends the move it
+terminal state stands. That holds for any ``BaseException`` (``SystemExit``...): hooks are sync
+calls, so it can't be the loop's cancellation. A listener's ``Exception`` is logged and ignored
+(:func:`~corelib.process._listener.notify_listeners`); anything else it raises counts as a
+failing hook. A hook (or a listener) that itself moved the process ends the move it
 interrupted: the remaining hooks of that move are skipped.
 
 **Hooks** are the ``on_*`` methods and ``run``, the first step; they are declared here, next to
@@ -194,7 +197,7 @@ class ProcessCore:
     def _call_hook(self, hook: Callable[..., object], *args: Any) -> None:
         try:
             hook(*args)
-        except Exception:
+        except BaseException:  # a hook is sync: whatever it raises is its own failure
             logger.exception("hook %s of process %s raised; ignored", hook.__name__, self._pid)
 
     # -- moves --------------------------------------------------------------------------------
@@ -239,7 +242,7 @@ class ProcessCore:
             if moves != len(history):
                 return
             self._entering_hook(event)
-        except Exception as exc:
+        except BaseException as exc:  # hooks are sync: never the loop's cancellation
             if new is _EXCEPTED or new is _KILLED:
                 logger.exception("hook of process %s raised entering %s", self._pid, new.value)
             else:
@@ -252,7 +255,7 @@ class ProcessCore:
         terminal = new in _TERMINAL
         try:
             self._entered_hooks(new)
-        except Exception as exc:
+        except BaseException as exc:
             if terminal:
                 logger.exception("hook of process %s raised in %s; ignored", self._pid, new.value)
             else:
@@ -262,7 +265,12 @@ class ProcessCore:
             self._call_hook(self.on_terminated)
             self._on_terminal()
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        """Move to EXCEPTED because of ``exc``, which :attr:`exception` keeps.
+
+        Any ``BaseException`` user code raised (``SystemExit``, ``KeyboardInterrupt``...) is
+        recorded like an ``Exception``: it ends this process, never its runner or worker.
+        """
         if self._machine.state.terminal:
             # Already ended (e.g. a hook killed the process, then raised): the end stands.
             logger.error("process %s: error after termination ignored: %r", self._pid, exc)

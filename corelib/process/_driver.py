@@ -56,6 +56,19 @@ value (resuming by hand, or killing, cancels the watcher). The awaitable is awai
 moment the process enters WAITING, paused or not: a pause does not stop a wait, and a paused
 process that gets resumed keeps the value and continues after ``play()``.
 
+**Failures.** Whatever user code raises (a step, sync or async, the awaitable of a wait, a hook)
+makes that process EXCEPTED with the exception recorded, ``BaseException`` included:
+``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, a ``BaseExceptionGroup``, even the
+loop's cancellation class raised by the code itself. A process's failure is never its runner's:
+it must not end the pump, the other processes or the worker the runner lives in. The one
+exception is the *loop's cancellation*: the backend's cancellation exception delivered to an
+``await`` because an enclosing cancel scope was cancelled (a kill cancels the step's scope;
+cancelling the runner cancels them all; on asyncio also a native ``Task.cancel()``), which
+:func:`_is_cancellation` tells from a stray one. That one propagates, as the loop expects: the
+step's own scope absorbs a kill's, and the driver kills the process on the runner's. A sync call
+can't receive the loop's cancellation at all, so what a sync step or hook raises is always its
+failure.
+
 **Control requests** (``pause``/``play``/``kill``, on :class:`~corelib.Process`) acting *at
 step end* are settled here when the step returns (:meth:`ProcessDriver._after_step`); a
 graceful kill also cancels the step's scope, so an async step stops at its next ``await``.
@@ -68,9 +81,11 @@ none outlives the process's need of it.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import logging
+import math
 from collections.abc import Callable, Coroutine, Mapping
 from types import CoroutineType, MappingProxyType, MethodType
 from typing import Any, Final, final
@@ -198,7 +213,7 @@ class ProcessDriver(ProcessCore):
         self._watch_scope: anyio.CancelScope | None = None
         self._resumed = False
         self._resume_value: Any = NO_VALUE
-        self._wait_error: Exception | None = None
+        self._wait_error: BaseException | None = None
 
     def _host(self) -> DriverHost:
         """The host (runner) the process was launched in.
@@ -280,7 +295,7 @@ class ProcessDriver(ProcessCore):
         self._wakeup()
         return True
 
-    def _deliver_error(self, exc: Exception) -> None:
+    def _deliver_error(self, exc: BaseException) -> None:
         if not self._resumed:
             self._wait_error = exc
             self._deliver(NO_VALUE)
@@ -355,11 +370,8 @@ class ProcessDriver(ProcessCore):
         self._stepping = True
         try:
             result = fn(*args, **kwargs) if kwargs else fn(*args)
-        except Exception as exc:
+        except BaseException as exc:  # a sync call can't receive the loop's cancellation
             error = exc
-        except BaseException:
-            self._stepping = False
-            raise
         finally:
             _CURRENT.reset(token)
         if error is None and isinstance(result, CoroutineType):  # inspect.iscoroutine
@@ -371,7 +383,7 @@ class ProcessDriver(ProcessCore):
     async def _await_step(self, step: Coroutine[Any, Any, Any]) -> None:
         """Await an async step's coroutine (from :meth:`_advance`) in a scope kills cancel."""
         result: Any = None
-        error: Exception | None = None
+        error: BaseException | None = None
         token = _CURRENT.set(self)
         try:
             if self._machine.state.terminal:
@@ -384,7 +396,9 @@ class ProcessDriver(ProcessCore):
                         scope.cancel()  # it stops at its first await
                     try:
                         result = await step
-                    except Exception as exc:
+                    except BaseException as exc:
+                        if _is_cancellation(exc):
+                            raise  # a kill's (absorbed by the scope) or the runner's
                         error = exc
         finally:
             self._step_scope = None
@@ -414,19 +428,22 @@ class ProcessDriver(ProcessCore):
                     await anyio.lowlevel.checkpoint()
                 else:
                     step = advanced
-        except anyio.get_cancelled_exc_class():
-            # The runner (or an enclosing scope) was cancelled: the process cannot go on, and
-            # leaving it non-terminal would hang everyone awaiting it.
-            if not self._machine.state.terminal:
-                self._kill_now("killed by cancellation")
-            raise
-        except Exception as exc:  # pragma: no cover - a driver bug; never leave it hanging
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                # The runner (or an enclosing scope) was cancelled: the process cannot go on,
+                # and leaving it non-terminal would hang everyone awaiting it.
+                if not self._machine.state.terminal:
+                    self._kill_now("killed by cancellation")
+                raise
+            # Not the loop's: a driver bug, or user code outside a step (a listener of a
+            # pause). It ends this process, never the runner's task group.
             self._driver_failed(exc)
         finally:
             self._let_go()
 
-    def _driver_failed(self, exc: Exception) -> None:  # pragma: no cover - a driver bug
-        logger.exception("driver of process %s failed", self._pid, exc_info=exc)
+    def _driver_failed(self, exc: BaseException) -> None:
+        """What escaped a driver that is not the loop's cancellation: the process excepts."""
+        logger.error("driver of process %s failed", self._pid, exc_info=exc)
         if not self._machine.state.terminal:
             self._fail(exc)
 
@@ -441,12 +458,14 @@ class ProcessDriver(ProcessCore):
             return
         self._watch_pending = False
         value: Any = NO_VALUE
-        error: Exception | None = None
+        error: BaseException | None = None
         with anyio.CancelScope() as scope:
             self._watch_scope = scope
             try:
                 value = await _await_any(awaitable)
-            except Exception as exc:
+            except BaseException as exc:
+                if _is_cancellation(exc):
+                    raise  # the wait ended (absorbed by the scope), or the runner's
                 error = exc
             finally:
                 if self._watch_scope is scope:
@@ -459,7 +478,7 @@ class ProcessDriver(ProcessCore):
         else:
             self._deliver(value)
 
-    def _after_step(self, result: Any, error: Exception | None) -> None:
+    def _after_step(self, result: Any, error: BaseException | None) -> None:
         machine = self._machine
         if machine._state in _TERMINAL:
             # Force-killed (or killed by a hook) while the step ran: its outcome is ignored.
@@ -534,6 +553,29 @@ class ProcessDriver(ProcessCore):
                 )
                 successful = False
         self._transition(Finish(result, successful))
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc``, caught around an ``await`` in the current task, is the loop's
+    cancellation rather than something user code raised itself.
+
+    It is when it is (or a group holds) the backend's cancellation exception *and* the task is
+    being cancelled: an enclosing cancel scope was cancelled (the effective deadline is
+    ``-inf``), or, on asyncio, a native ``Task.cancel()`` is pending (``cancelling()``; anyio
+    takes back its own requests when a scope absorbs them). asyncio's ``CancelledError``
+    raised by a step that nobody cancelled is then the step's failure, as any exception is.
+    """
+    cancelled = anyio.get_cancelled_exc_class()
+    if not isinstance(exc, cancelled) and not (
+        isinstance(exc, BaseExceptionGroup) and exc.subgroup(cancelled) is not None
+    ):
+        return False
+    if anyio.current_effective_deadline() == -math.inf:
+        return True
+    if asyncio._get_running_loop() is None:  # trio: only a cancelled scope cancels
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _close_unstarted(awaitable: object) -> None:

@@ -16,6 +16,9 @@ runner, so that the runner's task group cannot close under them. Cancelled, it k
 process that no task drives (queued or parked) with :data:`_CANCELLED`, so that nobody
 awaiting them hangs.
 
+Whatever a process raises ends that process (EXCEPTED), never the pump: the other processes
+it drives go on (see the failures in ``corelib/process/_driver.py``).
+
 Invariants: at most one pump task runs per runner (``running``); ``parked`` counts the
 processes let go of while blocked and not terminated; ``inline`` counts the processes driven
 by ``Runner.run`` callers right now.
@@ -149,7 +152,10 @@ class Pump:
                         process = ready.popleft()
                         try:
                             advanced = process._advance()
-                        except Exception as exc:  # pragma: no cover - a driver bug
+                        except BaseException as exc:
+                            # ``_advance`` never awaits, so this is not the loop's
+                            # cancellation: user code outside a step (a listener of a pause)
+                            # or a driver bug. It ends the process, never the pump.
                             process._driver_failed(exc)
                             advanced = False
                         if advanced is True:

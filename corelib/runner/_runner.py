@@ -20,6 +20,11 @@ Leaving the runner's ``async with`` block waits until every process it runs has 
 raises, its tasks are cancelled: each process is then KILLED with the message
 ``"killed by cancellation"`` (by the pump for queued and parked processes, by its own task
 otherwise) so that nobody awaiting it hangs.
+
+A process's failure is never the runner's: whatever its steps, the awaitables it waits on or
+its hooks raise, ``SystemExit`` and ``KeyboardInterrupt`` included, makes that process
+EXCEPTED (``result()`` and :meth:`Runner.run` raise :class:`~corelib.ProcessExceptedError`
+with the original chained), and the other processes and the runner go on.
 """
 
 from __future__ import annotations
@@ -175,7 +180,7 @@ class Runner:
         for hook in self._launch_hooks:
             try:
                 hook(process)
-            except Exception:
+            except BaseException:  # a sync call: never the loop's cancellation
                 logger.exception("launch hook %r failed for process %s", hook, process.pid)
         checkpointer = self._checkpointer
         if checkpointer is not None:
@@ -186,7 +191,8 @@ class Runner:
 
     def add_launch_hook(self, hook: Callable[[Process], object]) -> None:
         """Call ``hook(process)`` for every process launched here from now on, before its
-        first step (e.g. to put it on a communicator). Exceptions are logged."""
+        first step (e.g. to put it on a communicator). Whatever it raises (``SystemExit``
+        included) is logged, and the launch goes on."""
         self._launch_hooks.append(hook)
 
     def remove_launch_hook(self, hook: Callable[[Process], object]) -> None:
