@@ -7,7 +7,8 @@ JSON bytes and back. JSON has no tuples, sets, bytes, dates or user types, so th
 each such value as a *tagged object* ``{"!type": name, "value": plain}``. The built-in tags are
 ``tuple``, ``set``, ``frozenset``, ``bytes`` (base64), ``uuid``, ``datetime``, ``date``,
 ``exit_code``, ``frozendict`` (:class:`~corelib.AttributesFrozenDict`), ``float`` (NaN and the
-infinities, which JSON can't write) and ``dict``. A real ``dict`` whose keys are not all
+infinities, which JSON can't write; decoding refuses them untagged: ``NaN``, ``Infinity``, or a
+number beyond a float) and ``dict``. A real ``dict`` whose keys are not all
 strings, or that happens to contain the reserved key ``"!type"``, is written with the ``dict``
 tag as a list of ``[key, value]`` pairs, so every JSON object carrying ``"!type"`` is a tag.
 Users add their own types *explicitly* with :meth:`CheckpointCodec.register`; nothing is
@@ -135,8 +136,16 @@ class CheckpointCodec:
 
     def __init__(self) -> None:
         self._fast_encode = _fast_encoder(self._default)
-        self._plain_decoder = json.JSONDecoder()
-        self._tag_decoder = json.JSONDecoder(object_hook=self._from_object)
+        # NaN, Infinity and numbers beyond a float are refused: the codec writes non-finite
+        # floats tagged, so an untagged one was written by something else.
+        self._plain_decoder = json.JSONDecoder(
+            parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+        self._tag_decoder = json.JSONDecoder(
+            object_hook=self._from_object,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+        )
         self._encoders: dict[type, tuple[str, _Encoder]] = {}
         self._decoders: dict[str, _Decoder] = {
             # Built-in tags whose values aren't produced through ``_encoders``.
@@ -274,8 +283,10 @@ class CheckpointCodec:
         """Rebuild a checkpoint from :meth:`encode`'s output.
 
         Raises:
-            CorruptCheckpointError: the bytes are not JSON, use an unknown type tag, a
-                registered decoder failed, or the checkpoint's shape is wrong.
+            CorruptCheckpointError: the bytes are not JSON, hold ``NaN``, ``Infinity`` or a
+                number beyond a float (the codec writes non-finite floats tagged), use an
+                unknown type tag, a registered decoder failed, or the checkpoint's shape is
+                wrong.
             CheckpointVersionError: the checkpoint comes from a newer plumio.
         """
         if (
@@ -305,6 +316,8 @@ class CheckpointCodec:
                 plain = self._tag_decoder.decode(text)
         except _TagError as exc:
             raise CorruptCheckpointError(str(exc), pid=_peek_pid(text)) from None
+        except _NonFiniteError:
+            raise CorruptCheckpointError(_non_finite_problem(text), pid=_peek_pid(text)) from None
         except RecursionError:
             raise CorruptCheckpointError("nested too deeply", pid=_peek_pid(text)) from None
         except ValueError as exc:  # json.JSONDecodeError
@@ -530,9 +543,10 @@ def _json_native(value: Any) -> bool:
 # (``0.00001``, ``1e-7`` where ``json`` writes ``1e-05``, ``1e-07``); they read back the same.
 #
 # Reading: orjson parses what ``json`` parses, to the same values, except that it refuses a few
-# things ``json`` accepts (``NaN``, ``Infinity``, a number too large for a double, a lone
-# surrogate, nesting past 1024 levels: the ``json`` path then reads them, or gives its error),
-# and reads an integer beyond 64 bits as a float (never taken: no run of 19 digits).
+# things ``json`` accepts (a lone surrogate, nesting past 1024 levels: the ``json`` path then
+# reads them, or gives its error; ``NaN``, ``Infinity``, a number too large for a double: the
+# ``json`` path refuses those too, naming where they are), and reads an integer beyond 64 bits
+# as a float (never taken: no run of 19 digits).
 
 #: Off only in tests, to compare with the ``json`` paths (and if orjson is missing).
 _orjson_enabled: list[bool] = [orjson is not None]
@@ -606,6 +620,70 @@ class _NeedPath(Exception):
 
 class _TagError(ValueError):
     """Internal: a tagged object could not be decoded (raised out of ``json.loads``)."""
+
+
+class _NonFiniteError(ValueError):
+    """Internal: the JSON holds ``NaN``, an infinity, or a number beyond a float."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFiniteError(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not _isfinite(value):  # e.g. 1E400
+        raise _NonFiniteError(text)
+    return value
+
+
+_isfinite: Final = math.isfinite
+
+
+@final
+class _NonFinite:
+    """Stands for a non-finite number while :func:`_non_finite_problem` looks for it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _as_marker(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(text)
+
+
+def _non_finite_problem(text: str) -> str:
+    """Where the first non-finite number in the JSON ``text`` is, and what it is."""
+    try:
+        found = _find_non_finite(
+            json.loads(text, parse_constant=_NonFinite, parse_float=_as_marker), ""
+        )
+    except (ValueError, RecursionError):  # invalid JSON after the number, or deep nesting
+        found = None
+    if found is None:
+        return "a number is NaN or infinite, which a checkpoint can't hold untagged"
+    path, marker = found
+    return f"{path or 'the checkpoint'} is {marker.text}, which a checkpoint can't hold untagged"
+
+
+def _find_non_finite(value: Any, path: str) -> tuple[str, _NonFinite] | None:
+    kind = type(value)
+    if kind is _NonFinite:
+        return path, value
+    if kind is dict:
+        for key, item in value.items():
+            found = _find_non_finite(item, f"{path}[{key!r}]" if path else key)
+            if found is not None:
+                return found
+    elif kind is list:
+        for i, item in enumerate(value):
+            found = _find_non_finite(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _peek_pid(text: str) -> str | None:

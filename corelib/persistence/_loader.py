@@ -4,7 +4,9 @@ A checkpoint names its process class as ``"module:qualname"``. Loading one means
 ``module``, and importing runs code, so a checkpoint from an untrusted place must not be able to
 name any module it likes (``"os:system"`` is harmless only because it is not a class; the import
 of some other module might not be). :class:`ClassLoader` therefore imports a module only when it
-is under one of its *allowed prefixes*, and checks that before touching ``importlib``.
+is under one of its *allowed prefixes*, and checks that before touching ``importlib``; and what
+it returns is a class defined in an allowed module, reached through classes only (never through
+a module or function an allowed module happens to refer to).
 
 The default policy (``allowed_prefixes=None``) allows plumio's own package (``corelib``) and
 every module that :func:`class_identifier` has named in this interpreter: a process that was
@@ -21,6 +23,7 @@ import importlib
 import re
 import sys
 import threading
+import types
 from collections.abc import Iterable
 from typing import Any, Final, TypeVar, final, overload
 
@@ -152,6 +155,12 @@ class ClassLoader:
     ) -> type[Any]:
         """Return the class named by ``identifier``.
 
+        The qualname is followed through classes only, and the class found must be defined
+        in an allowed module too: an allowed module's attributes may be modules, functions
+        or classes it imported from anywhere (``allowed:subprocess.Popen``,
+        ``allowed:Popen``), and those are refused. A class aliased under another name inside
+        the allowed modules is accepted.
+
         Args:
             identifier: ``"module:qualname"``, as made by :func:`class_identifier`.
             pid: the pid of the checkpoint being loaded, for error messages.
@@ -160,8 +169,9 @@ class ClassLoader:
                 happens to live in an allowed module.
 
         Raises:
-            ForbiddenClassError: the module is not allowed (nothing was imported), or the
-                class is not a subclass of ``base``.
+            ForbiddenClassError: the module is not allowed (nothing was imported), the
+                qualname goes through something other than a class, the class is defined in
+                a module that is not allowed, or it is not a subclass of ``base``.
             UnknownClassError: the identifier is malformed, the module can't be imported, or
                 it has no such class.
         """
@@ -174,7 +184,15 @@ class ClassLoader:
         obj: Any = sys.modules.get(module_name)
         if obj is None:
             obj = _import(module_name, what)
-        for part in qualname.split("."):
+        parts = qualname.split(".")
+        for index, part in enumerate(parts):
+            if index and not isinstance(obj, type):
+                # Only a class may lead to a class: through a module, a function or any other
+                # object, an allowed module would hand out whatever it imported or refers to.
+                raise ForbiddenClassError(
+                    f"{what} is not allowed: {'.'.join(parts[:index])!r} is"
+                    f" {_kind(obj)}, not a class"
+                )
             try:
                 obj = getattr(obj, part)
             except AttributeError:
@@ -183,11 +201,29 @@ class ClassLoader:
                 ) from None
         if not isinstance(obj, type):
             raise UnknownClassError(f"can't load {what}: it is not a class")
+        defined_in = getattr(obj, "__module__", None)
+        if defined_in != module_name and (
+            not isinstance(defined_in, str) or not self.is_allowed(defined_in)
+        ):
+            # e.g. ``allowed:Popen`` after ``from subprocess import Popen`` in ``allowed``
+            raise ForbiddenClassError(
+                f"{what} is not allowed: it is {obj.__qualname__!r} of module {defined_in!r},"
+                f" outside the allowed prefixes"
+            )
         if base is not None and not issubclass(obj, base):
             raise ForbiddenClassError(
                 f"{what} is not allowed: it is not a subclass of {base.__qualname__}"
             )
         return obj
+
+
+def _kind(obj: Any) -> str:
+    """What ``obj`` is, for an error message: ``"module 'subprocess'"``, ``"a function"``."""
+    if isinstance(obj, types.ModuleType):
+        return f"module {obj.__name__!r}"
+    if isinstance(obj, types.FunctionType | types.BuiltinFunctionType):
+        return "a function"
+    return f"an object of type {type(obj).__name__}"
 
 
 def _import(module_name: str, what: str) -> Any:

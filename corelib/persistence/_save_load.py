@@ -11,8 +11,10 @@ children it awaits, by pid).
 
 :func:`load_process` does the reverse without running any hook (``on_create`` ran when the
 process was first created): the class comes from a :class:`~corelib.ClassLoader` (allowed
-module prefixes only), method names are bound again, the saved state goes back through
-:meth:`~corelib.Process.load_instance_state`, and the process is ready to be launched.
+module prefixes only), step names are bound again (real steps only: they will be called), the
+saved state goes back through :meth:`~corelib.Process.load_instance_state`, and the process is
+ready to be launched. Whatever is wrong with a checkpoint raises a
+:class:`~corelib.CheckpointError` naming the pid and the field, never an untyped error.
 
 **The protocol.** A process class turns its own extra state into a dict of plain data and
 back; this module maps that dict onto the record and knows no subclass's internals. The keys
@@ -35,9 +37,12 @@ layer's job: :func:`~corelib.continue_process` and ``corelib.runner.continue_chi
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 import logging
 import time
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
@@ -57,7 +62,7 @@ from ..process._states import (
     StateData,
     Waiting,
 )
-from ._checkpoint import Checkpoint, CheckpointError, CorruptCheckpointError
+from ._checkpoint import Checkpoint, CheckpointError, CorruptCheckpointError, _short
 from ._loader import ClassLoader, class_identifier
 
 if TYPE_CHECKING:
@@ -196,41 +201,179 @@ def checkpoint_of(process: Process) -> Checkpoint:
 
 
 def _record(checkpoint: Checkpoint) -> StateData:
+    """The state record a checkpoint's ``state`` and ``state_data`` describe.
+
+    Raises:
+        CorruptCheckpointError: a field the state needs is missing or of the wrong type.
+    """
     data = checkpoint.state_data
-    try:
-        match checkpoint.state:
-            case "created":
-                return Created()
-            case "running":
-                return Running(
-                    str(data["step"]), tuple(data.get("args", ())), dict(data.get("kwargs", {}))
-                )
-            case "waiting":
-                return Waiting(str(data["next_step"]), data.get("message"))
-            case "finished":
-                return Finished(data.get("result"), bool(data.get("successful", True)))
-            case "excepted":
-                return Excepted(
-                    str(data["type_name"]), str(data["message"]), str(data.get("traceback", ""))
-                )
-            case "killed":
-                return Killed(data.get("message"))
-    except (KeyError, TypeError) as exc:
-        raise CorruptCheckpointError(
-            f"checkpoint of pid {checkpoint.pid!r} has bad {checkpoint.state} state data: {exc!r}"
-        ) from None
-    raise CorruptCheckpointError(  # pragma: no cover - Checkpoint checks the state
-        f"checkpoint of pid {checkpoint.pid!r} has unknown state {checkpoint.state!r}"
-    )
+    state = checkpoint.state
+    get = data.get
+    match state:
+        case "created":
+            return Created()
+        case "running":
+            step, args, kwargs = get("step"), get("args", ()), get("kwargs", _EMPTY)
+            if (
+                type(step) is str
+                and type(args) in _SEQUENCES
+                and type(kwargs) is dict
+                and (not kwargs or set(map(type, kwargs)) == _STR)
+            ):
+                return Running(step, tuple(args), kwargs.copy())
+        case "waiting":
+            next_step, message = get("next_step"), get("message")
+            if type(next_step) is str and type(message) in _STR_OR_NONE:
+                return Waiting(next_step, message)
+        case "finished":
+            successful = get("successful", True)
+            if type(successful) is bool:
+                return Finished(get("result"), successful)
+        case "excepted":
+            type_name, message, traceback = get("type_name"), get("message"), get("traceback", "")
+            if type(type_name) is str and type(message) is str and type(traceback) is str:
+                return Excepted(type_name, message, traceback)
+        case "killed":
+            message = get("message")
+            if type(message) in _STR_OR_NONE:
+                return Killed(message)
+    problem = _state_data_problem(state, data)
+    if problem is not None:
+        raise CorruptCheckpointError(problem, pid=checkpoint.pid)
+    # not the exact types above, but fitting ones (a str subclass, a read-only mapping...)
+    values = {key: data.get(key, default) for key, (_, _, default) in _STATE_DATA[state].items()}
+    match state:
+        case "running":
+            return Running(str(values["step"]), tuple(values["args"]), dict(values["kwargs"]))
+        case "waiting":
+            message = values["message"]
+            return Waiting(str(values["next_step"]), None if message is None else str(message))
+        case "finished":
+            return Finished(data.get("result"), bool(values["successful"]))
+        case "excepted":
+            return Excepted(
+                str(values["type_name"]), str(values["message"]), str(values["traceback"])
+            )
+    message = values["message"]
+    return Killed(None if message is None else str(message))
 
 
-def _method(process: Process, name: str, pid: str) -> Any:
-    if name.startswith("__") or not callable(getattr(type(process), name, None)):
-        raise CorruptCheckpointError(
-            f"checkpoint of pid {pid!r} names {name!r}, which is not a method of "
-            f"{type(process).__qualname__}"
-        )
+_EMPTY: Final[Mapping[str, Any]] = {}
+_SEQUENCES: Final = frozenset({list, tuple})
+_STR: Final = frozenset({str})
+_STR_OR_NONE: Final = frozenset({str, type(None)})
+# What each state needs of ``state_data``: key -> (allowed types, their description, default).
+_REQUIRED: Final = object()
+_STATE_DATA: Final[Mapping[str, Mapping[str, tuple[tuple[type, ...], str, Any]]]] = {
+    "running": {
+        "step": ((str,), "a string", _REQUIRED),
+        "args": ((list, tuple), "a list", ()),
+        "kwargs": ((Mapping,), "an object with string keys", _EMPTY),
+    },
+    "waiting": {
+        "next_step": ((str,), "a string", _REQUIRED),
+        "message": ((str, type(None)), "a string or null", None),
+    },
+    "finished": {"successful": ((bool,), "a boolean", True)},
+    "excepted": {
+        "type_name": ((str,), "a string", _REQUIRED),
+        "message": ((str,), "a string", _REQUIRED),
+        "traceback": ((str,), "a string", ""),
+    },
+    "killed": {"message": ((str, type(None)), "a string or null", None)},
+}
+
+
+def _state_data_problem(state: str, data: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``state_data`` for ``state``, or ``None``."""
+    if state not in _STATE_DATA:  # pragma: no cover - Checkpoint checks the state
+        return f"state {state!r} is not a process state"
+    for key, (kinds, description, default) in _STATE_DATA[state].items():
+        value = data.get(key, default)
+        if value is _REQUIRED:
+            return f"{state} state_data has no {key!r}"
+        if not isinstance(value, kinds) or (
+            isinstance(value, Mapping) and not all(type(name) is str for name in value)
+        ):
+            return f"{state} state_data {key!r} must be {description}, got {_short(value)}"
+    return None
+
+
+def _step(process: Process, name: str, field: str, pid: str) -> Any:
+    """The bound method a checkpoint's ``field`` (``step``, ``next_step``) names.
+
+    The process calls it when it goes on (a running step with arguments from the
+    checkpoint), so only real steps are accepted: the names the class's ``_checkpoint_steps``
+    returns (a WorkChain: ``run``, its outline's steps and the internal ``_step`` and
+    ``_children_done``), or, for a class that declares none, the default rule: ``run``, or a
+    plain function (sync or ``async``) defined by the process's own classes. Anything
+    ``Process`` itself has (``kill``, ``pause``, ``_fail``, the hooks, dunder names) is
+    refused, and so are properties, static and class methods, and attributes that are not
+    functions.
+
+    Raises:
+        CorruptCheckpointError: naming the pid, the field and the step.
+    """
+    cls = type(process)
+    if (cls, name) not in _known_steps:
+        problem = _step_problem(cls, name)
+        if problem is not None:
+            raise CorruptCheckpointError(f"state_data {field} names {name!r}, {problem}", pid=pid)
+        _known_steps.add((cls, name))
     return getattr(process, name)
+
+
+# (class, name) of the steps found so far (a few per class; refused names are not kept)
+_known_steps: set[tuple[type[Process], str]] = set()
+
+
+def _step_problem(cls: type[Process], name: str) -> str | None:
+    """Why ``name`` is not a step of ``cls`` (see :func:`_step`), or ``None``."""
+    if name.startswith("__"):
+        return "which is not a method a checkpoint may call"
+    steps = cls._checkpoint_steps()
+    if steps is not None:
+        return None if name in steps else f"which is not a step of {cls.__qualname__}"
+    if name == "run":
+        return None
+    if hasattr(Process, name):
+        return "which is a method of Process itself, not a step"
+    if not isinstance(_class_attribute(cls, name), types.FunctionType):
+        return f"which is not a method of {cls.__qualname__}"
+    return None
+
+
+def _arguments_problem(step: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    """Why ``step(*args, **kwargs)`` can't be called, by its signature; else ``None``."""
+    function = getattr(step, "__func__", None)  # (a step a class lists may be any callable)
+    if function is None:
+        return None
+    return _call_problem(function, len(args), tuple(kwargs) if kwargs else ())
+
+
+@functools.lru_cache(maxsize=1024)
+def _call_problem(
+    function: Callable[..., Any], positional: int, names: tuple[str, ...]
+) -> str | None:
+    """Why the method ``function`` can't take ``positional`` arguments and keyword arguments
+    ``names``; binding depends on nothing else, so each answer is worked out once."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # no signature to check against
+        return None
+    try:
+        signature.bind(None, *range(positional), **dict.fromkeys(names))
+    except TypeError as exc:
+        return str(exc)
+    return None
+
+
+def _class_attribute(cls: type, name: str) -> Any:
+    """``name`` as the first class in ``cls``'s MRO defines it (no descriptor is run)."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
 
 
 def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -> Process:
@@ -243,6 +386,12 @@ def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -
     persister, and without one the launch raises :class:`ChildrenNotFoundError` at once.
     :func:`~corelib.continue_process` does all of it from any persister.
 
+    The step a checkpoint names (``state_data`` ``step`` or ``next_step``) is called when the
+    process goes on, so it must be a real step: ``run``, or a plain function the process's
+    own classes define, never a method of ``Process`` itself (``kill``, ``_fail``, hooks); a
+    WorkChain's must be ``run``, one of its outline's steps, ``_step`` or ``_children_done``.
+    A running step's arguments must fit its signature.
+
     Args:
         checkpoint: what :func:`checkpoint_of` took.
         loader: resolves ``process_class``; only allowed module prefixes are imported.
@@ -250,40 +399,63 @@ def load_process(checkpoint: Checkpoint, *, loader: ClassLoader | None = None) -
     Raises:
         ForbiddenClassError: the class's module is not allowed by the loader.
         UnknownClassError: the class can't be found.
-        CorruptCheckpointError: the checkpoint doesn't fit the class (a step name it lacks, inputs
-            that no longer validate, saved state its ``load_instance_state`` refuses with a
-            ``KeyError``, ``TypeError`` or ``ValueError``).
+        CorruptCheckpointError: the checkpoint doesn't fit the class: its spec can't be built,
+            a state field is missing or of the wrong type, a step it names is not a step of
+            the class (see :func:`_step`: loading calls it), inputs that no longer validate,
+            values nested too deeply, saved state its ``load_instance_state`` refuses (with
+            this error, or a ``KeyError``, ``TypeError`` or ``ValueError``).
     """
     loader = loader if loader is not None else ClassLoader()
-    cls = loader.load(checkpoint.process_class, pid=checkpoint.pid, base=Process)
+    pid = checkpoint.pid
+    cls = loader.load(checkpoint.process_class, pid=pid, base=Process)
     try:
-        inputs = cls.spec().validate_inputs(_plain(checkpoint.inputs))
+        spec = cls.spec()
+    except Exception as exc:  # e.g. WorkChain itself: no outline
+        raise CorruptCheckpointError(
+            f"process_class {checkpoint.process_class!r} can't be loaded, its spec fails:"
+            f" {type(exc).__name__}: {exc}",
+            pid=pid,
+        ) from exc
+    try:
+        inputs = spec.validate_inputs(_nested(_plain, checkpoint.inputs, "inputs", pid))
     except PortValidationError as exc:
         raise CorruptCheckpointError(
-            f"checkpoint of pid {checkpoint.pid!r}: inputs don't fit {cls.__qualname__}: {exc}"
+            f"checkpoint of pid {pid!r}: inputs don't fit {cls.__qualname__}: {exc}"
         ) from None
     record = _record(checkpoint)
     machine = ProcessStateMachine(record, paused=checkpoint.paused)
-    process = cls._restore(inputs=inputs, pid=checkpoint.pid, machine=machine)
-    outputs = _plain(checkpoint.outputs)
+    process = cls._restore(inputs=inputs, pid=pid, machine=machine)
+    outputs = _nested(_plain, checkpoint.outputs, "outputs", pid)
     if outputs:
         process._outputs = dict(outputs)
     if isinstance(record, Running):
-        process._next_call = (
-            _method(process, record.step, checkpoint.pid),
-            record.args,
-            record.kwargs,
-        )
+        step = _step(process, record.step, "step", pid)
+        problem = _arguments_problem(step, record.args, record.kwargs)
+        if problem is not None:
+            raise CorruptCheckpointError(
+                f"state_data args don't fit step {record.step!r}: {problem}", pid=pid
+            )
+        process._next_call = (step, record.args, record.kwargs)
     elif isinstance(record, Waiting):
-        process._wait_next = _method(process, record.next_step, checkpoint.pid)
+        process._wait_next = _step(process, record.next_step, "next_step", pid)
+    state = _nested(_instance_state, checkpoint, "saved state", pid)
     try:
-        process.load_instance_state(_instance_state(checkpoint))
+        process.load_instance_state(state)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptCheckpointError(
             f"checkpoint of pid {checkpoint.pid!r}: its saved state doesn't fit "
             f"{cls.__qualname__}: {exc!r}"
         ) from None
     return process
+
+
+def _nested(copy: Callable[[Any], Any], value: Any, what: str, pid: str) -> Any:
+    """``copy(value)``; a value nested too deeply for that recursion can't be loaded, and
+    says so with a typed error instead of a ``RecursionError``."""
+    try:
+        return copy(value)
+    except RecursionError:
+        raise CorruptCheckpointError(f"{what} nested too deeply to load", pid=pid) from None
 
 
 def _instance_state(checkpoint: Checkpoint) -> dict[str, Any]:

@@ -433,3 +433,16 @@ class ProcessCore:
     def load_instance_state(self, state: Mapping[str, Any]) -> None:
         """Take back what :meth:`save_instance_state` returned (on a process rebuilt from a
         checkpoint, before it is launched). The base class has nothing to take."""
+
+    @classmethod
+    def _checkpoint_steps(cls) -> frozenset[str] | None:
+        """The step names a checkpoint of this class may name, or ``None`` for the default rule.
+
+        A checkpoint names the step a running process calls next (with arguments from the
+        checkpoint) and the one a waiting process resumes with; the process calls that method
+        when it goes on, so :func:`~corelib.load_process` accepts only the names this
+        returns. ``None`` (here) means its default rule: ``run``, or a plain function defined
+        by the process's own classes, never a method of ``Process`` itself. A class that knows
+        its steps (a WorkChain) returns them.
+        """
+        return None

@@ -265,6 +265,8 @@ def _bad(cursor: Cursor, why: str) -> InvalidCursorError:
 
 def _frames(outline: Block, cursor: Cursor) -> list[tuple[Node, int]]:
     """The (container, element) pairs the cursor walks through, root first."""
+    if not cursor:
+        raise _bad(cursor, "the path is empty")
     frames: list[tuple[Node, int]] = []
     node: Node = outline
     i = 0

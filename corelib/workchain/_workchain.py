@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar, Final, final
 
 import anyio
 import attrs
 
+from ..persistence._checkpoint import CorruptCheckpointError
 from ..persistence._save_load import ChildrenNotFoundError, NotCheckpointableError
 from ..process._errors import ProcessError
 from ..process._process import Process
@@ -46,6 +47,7 @@ from ._outline import (
     CompiledOutline,
     Cursor,
     Evaluate,
+    InvalidCursorError,
     OutlineError,
     Returned,
     RunStep,
@@ -226,6 +228,8 @@ class WorkChain(Process):
     _SPEC_ATTRIBUTE: ClassVar[str] = "_corelib_workchain_spec"
     # Set on each class by ``_navigator`` (read from the class's own ``__dict__`` only).
     _corelib_compiled_outline: ClassVar[CompiledOutline | None] = None
+    # Set on each class by ``_checkpoint_steps`` (likewise).
+    _corelib_checkpoint_steps: ClassVar[frozenset[str] | None] = None
 
     @classmethod
     def spec(cls) -> WorkChainSpec:
@@ -320,16 +324,51 @@ class WorkChain(Process):
 
         Awaited children come back as pids (:attr:`pending_children`) until the runner that
         launches the WorkChain re-attaches them (:meth:`attach_children`).
+
+        Raises:
+            CorruptCheckpointError: the cursor does not point at an instruction of the
+                outline (it may be empty only before ``run``), or an awaited child's record
+                is not ``{"kind": "process", "pid": str, "key": str, "append": bool}``.
         """
         super().load_instance_state(state)
-        self.ctx = AttributesDict(state.get("ctx") or {})
+        ctx = state.get("ctx")
+        if ctx is not None and type(ctx) is not dict and not isinstance(ctx, Mapping):
+            raise CorruptCheckpointError(
+                f"ctx must be an object, got {type(ctx).__name__}", pid=self.pid
+            )
         cursor = state.get("cursor")
-        if cursor is not None:
-            self._cursor = tuple(cursor)
-        self._awaiting = [
-            _Awaited(str(d["key"]), _PendingChild(str(d["pid"])), bool(d.get("append", False)))
-            for d in state.get("awaiting", ())
-        ]
+        cursor = tuple(cursor) if cursor else ()
+        if cursor:
+            try:
+                self._navigator().locate(cursor)
+            except InvalidCursorError as exc:
+                raise CorruptCheckpointError(str(exc), pid=self.pid) from None
+        else:
+            data = self._machine.data
+            next_step = getattr(data, "step", None) or getattr(data, "next_step", None)
+            if next_step is not None and next_step != "run":  # not before run, nor terminal
+                raise CorruptCheckpointError(
+                    f"cursor is empty, but the next step is {next_step!r}", pid=self.pid
+                )
+        awaiting = state.get("awaiting")
+        self.ctx = AttributesDict(ctx or {})
+        self._cursor = cursor
+        self._awaiting = (
+            [_loaded_awaited(i, record, self.pid) for i, record in enumerate(awaiting)]
+            if awaiting
+            else []
+        )
+
+    @classmethod
+    def _checkpoint_steps(cls) -> frozenset[str]:
+        """``run``, the internal steps (``_step``: the next outline instruction,
+        ``_children_done``: after a wait) and the outline's steps: what a checkpoint of a
+        WorkChain may name as its next step (see :meth:`Process._checkpoint_steps`)."""
+        steps: frozenset[str] | None = cls.__dict__.get("_corelib_checkpoint_steps")
+        if steps is None:
+            outline = cls.spec().compiled_outline.outline
+            steps = cls._corelib_checkpoint_steps = _INTERNAL_STEPS | step_names(outline)
+        return steps
 
     @property
     def pending_children(self) -> tuple[tuple[str, str], ...]:
@@ -547,6 +586,29 @@ class WorkChain(Process):
         if inspect.isawaitable(target):
             return await target
         raise TypeError(f"can't wait for {target!r} in context key {awaited.key!r}")
+
+
+#: The steps of every WorkChain besides its outline's: ``run`` starts the outline, ``_step``
+#: carries out the next outline instructions, ``_children_done`` collects awaited children.
+_INTERNAL_STEPS: Final = frozenset({"run", "_step", "_children_done"})
+
+
+def _loaded_awaited(index: int, record: Any, pid: str) -> _Awaited:
+    """An awaited child from a checkpoint's ``awaiting[index]``, known by pid only."""
+    if (
+        isinstance(record, Mapping)
+        and record.get("kind", "process") == "process"
+        and isinstance(record.get("pid"), str)
+        and record["pid"]
+        and isinstance(record.get("key"), str)
+        and isinstance(record.get("append", False), bool)
+    ):
+        return _Awaited(record["key"], _PendingChild(record["pid"]), record.get("append", False))
+    text = repr(record)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    raise CorruptCheckpointError(
+        f"awaiting[{index}] must be a child process record, got {text}", pid=pid
+    )
 
 
 def _truth(name: str, value: Any) -> bool:
