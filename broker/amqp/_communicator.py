@@ -47,7 +47,7 @@ import contextlib
 import logging
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, final
 
@@ -357,11 +357,16 @@ class AmqpCommunicator(LoopEndpoint):
         if kind is RpcItem:
             self._handle_rpc(item, item.subscriber, item.body)
         elif kind is TaskItem:
+            if item.stale:  # requeued by RabbitMQ since: the next delivery carries it
+                return
             self._handle_task(item, item.sub.subscriber, item.body)
         else:
             self._handle_broadcast(
                 item.subscribers, item.body, item.sender, item.subject, item.correlation_id
             )
+
+    def _task_live(self, item: TaskItem) -> bool:
+        return not item.stale
 
     def _abandon(self, item: Any) -> None:
         if type(item) is RpcItem:
@@ -441,7 +446,9 @@ class AmqpCommunicator(LoopEndpoint):
         _check_subscriber(subscriber)
         key = uuid.uuid4().hex if identifier is None else str(identifier)
         self._settings.names.rpc_queue(key)  # ValueError if too long
-        await wait_future(io.submit(io.rpc_consumers.add, key, subscriber))
+        await _added(
+            io, io.submit(io.rpc_consumers.add, key, subscriber), io.rpc_consumers.remove, key
+        )
         return key
 
     async def remove_rpc_subscriber(self, identifier: Any) -> None:
@@ -467,7 +474,8 @@ class AmqpCommunicator(LoopEndpoint):
         key = uuid.uuid4().hex if identifier is None else str(identifier)
         queue = self.default_queue if queue is None else queue
         self._settings.names.task_queue(queue)
-        await wait_future(io.submit(io.tasks.add, key, subscriber, queue, prefetch))
+        future = io.submit(io.tasks.add, key, subscriber, queue, prefetch)
+        await _added(io, future, io.tasks.remove, key)
         return key
 
     async def remove_task_subscriber(self, identifier: Any) -> None:
@@ -485,7 +493,7 @@ class AmqpCommunicator(LoopEndpoint):
         io = self._check_open()
         _check_subscriber(subscriber)
         key = uuid.uuid4().hex if identifier is None else str(identifier)
-        await wait_future(io.submit(io.broadcasts.add, key, subscriber))
+        await _added(io, io.submit(io.broadcasts.add, key, subscriber), io.broadcasts.remove, key)
         return key
 
     async def remove_broadcast_subscriber(self, identifier: Any) -> None:
@@ -577,3 +585,25 @@ class AmqpCommunicator(LoopEndpoint):
         io = self._check_open()
         data = wire.encode_broadcast(body, sender, subject, correlation_id)
         await wait_future(io.submit(io.publisher.publish_broadcast, data))
+
+
+async def _added(
+    io: IoSide,
+    future: concurrent.futures.Future[Any],
+    remove: Callable[[str], Coroutine[Any, Any, Any]],
+    key: str,
+) -> None:
+    """Await an add carried out on the I/O side. If the caller is cancelled meanwhile, the
+    add still completes there: undo it then, so a cancelled add leaves nothing subscribed
+    (a process's pid would otherwise stay taken with nobody answering for it)."""
+    try:
+        await wait_future(future)
+    except BaseException:
+
+        def undo(done: concurrent.futures.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                with contextlib.suppress(Exception):
+                    io.post(remove, key)
+
+        future.add_done_callback(undo)
+        raise

@@ -253,6 +253,7 @@ class Connection:
         self.connected = asyncio.Event()
         self.closing = False
         self._supervisor: asyncio.Task[None] | None = None
+        self._reconnecting = False  # the supervisor is inside _connect (not backing off)
         self.connection_errors: tuple[type[BaseException], ...] = (
             *_CONNECTION_ERRORS,
             self.errors.AMQPConnectionError,
@@ -348,9 +349,11 @@ class Connection:
             self._hooks.lost()
             delay = 0.05
             while not self.closing:
+                self._reconnecting = True
                 try:
                     new = await self._connect()
                 except self.io_errors as exc:
+                    self._reconnecting = False
                     logger.debug(
                         "amqp %r: reconnection failed (%s); retrying in %.2f s",
                         settings.name,
@@ -360,6 +363,7 @@ class Connection:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, settings.max_reconnect_delay)
                     continue
+                self._reconnecting = False
                 if self.closing:
                     with contextlib.suppress(Exception):
                         await new.connection.close()
@@ -406,8 +410,16 @@ class Connection:
     async def close(self) -> None:
         """Stop the supervisor, close the connection."""
         self.closing = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
+        supervisor = self._supervisor
+        if supervisor is not None and self._reconnecting:
+            # Cancelling aio-pika in the middle of a connect leaks the socket it was opening:
+            # let the attempt end (it closes what it made once it sees ``closing``).
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(
+                    asyncio.shield(supervisor), self.settings.connect_timeout + 1
+                )
+        if supervisor is not None:
+            supervisor.cancel()
         session, self.session = self.session, None
         self.connected.clear()
         if session is not None:

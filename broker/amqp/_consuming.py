@@ -117,6 +117,9 @@ class RpcConsumers:
         self.caller = caller
         self.names = connection.names
         self.subs: dict[str, RpcSub] = {}
+        # identifiers whose queue is being deleted: an add of one waits for the delete (the
+        # exclusive queue would otherwise be re-declared, then deleted under the new consumer)
+        self._removing: dict[str, asyncio.Event] = {}
 
     async def add(self, key: str, subscriber: Callable[..., Any]) -> None:
         if key in self.subs:
@@ -124,6 +127,9 @@ class RpcConsumers:
         sub = RpcSub(key, subscriber, self.names.rpc_queue(key))
         self.subs[key] = sub  # reserved while we declare
         try:
+            removing = self._removing.get(key)
+            if removing is not None:
+                await removing.wait()
             session = await self.connection.ready()
             await self._start(session, sub)
         except BaseException:
@@ -134,10 +140,16 @@ class RpcConsumers:
     async def restore(self, session: Session) -> None:
         """Re-create the subscriptions on a new connection."""
         for key, sub in list(self.subs.items()):
-            if sub.tag is None:
-                continue  # being added right now: add() finishes it
+            if sub.tag is None or self.subs.get(key) is not sub:
+                continue  # being added right now (add() finishes it), or removed meanwhile
             try:
                 await self._start(session, sub)
+                if self.subs.get(key) is not sub:
+                    # removed while we re-created it: its remove() found no queue to
+                    # delete yet, so delete it now, or it would hold the identifier forever
+                    with contextlib.suppress(*self.connection.io_errors, RuntimeError):
+                        async with self.connection.claiming(session) as claim:
+                            await claim.queue_delete(sub.queue_name)
             except DuplicateSubscriberError:
                 logger.error(
                     "amqp %r: rpc subscriber %r was taken by another communicator while "
@@ -202,6 +214,17 @@ class RpcConsumers:
         session = connection.session
         if session is None:
             return  # the exclusive queue died with the connection
+        done = self._removing[key] = asyncio.Event()
+        try:
+            await self._delete(session, sub)
+        finally:
+            if self._removing.get(key) is done:
+                del self._removing[key]
+            done.set()
+
+    async def _delete(self, session: Session, sub: RpcSub) -> None:
+        connection = self.connection
+        key = sub.key
         control = await _raw_control(connection, session)
         await control.queue_unbind(sub.queue_name, self.names.rpc_exchange, routing_key=key)
         try:
@@ -214,7 +237,7 @@ class RpcConsumers:
                 connection.settings.name,
                 key,
             )
-        assert sub.channel is not None
+        assert sub.channel is not None and sub.tag is not None
         await sub.channel.basic_cancel(sub.tag)
         # what was routed before the unbind still reaches the subscriber
         control = await _raw_control(connection, session)

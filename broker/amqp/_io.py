@@ -80,8 +80,19 @@ class IoSide:
     def submit(
         self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any
     ) -> concurrent.futures.Future[Any]:
-        """Run ``fn(*args)`` on the I/O loop; returns a thread-safe future of its result."""
-        return self.thread.submit(fn, *args)
+        """Run ``fn(*args)`` on the I/O loop; returns a thread-safe future of its result.
+
+        A lost connection fails the future with :class:`~broker.BrokerUnavailableError`
+        (never with aio-pika's own errors, which callers can't be expected to know).
+        """
+        return self.thread.submit(self._mapped, fn, *args)
+
+    async def _mapped(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+        connection = self.connection
+        try:
+            return await fn(*args)
+        except connection.connection_errors as exc:
+            raise connection.unavailable(exc) from None
 
     def post(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``fn(*args)`` on the I/O loop, fire and forget (failures are logged)."""

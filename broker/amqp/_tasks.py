@@ -98,6 +98,9 @@ class TaskSub:
     epoch: int = 0
     channel: AbstractChannel | None = None
     removed: bool = False
+    # the newest epoch whose channel is known gone (its deliveries were requeued by
+    # RabbitMQ); set on the I/O thread, read on the caller's loop (one int)
+    dead_epoch: int = -1
 
 
 @final
@@ -114,6 +117,14 @@ class TaskItem:
         self.message = message
         self.body = body
         self.settling = False  # its ack or rejection is on its way (the caller's loop sets it)
+
+    @property
+    def stale(self) -> bool:
+        """Whether this delivery is gone: its channel closed (RabbitMQ requeued the task,
+        which another delivery will carry) or its subscriber was removed. A stale delivery
+        is not run, and what a handler of it gives never answers the task."""
+        sub = self.sub
+        return sub.removed or self.epoch <= sub.dead_epoch
 
 
 @final
@@ -211,6 +222,7 @@ class TaskQueues:
         """The connection dropped: RabbitMQ requeues what we held; stop the handlers."""
         for sub in self.subs.values():
             sub.channel = None
+            sub.dead_epoch = sub.epoch
             self.caller._cancel_task_handlers_soon(sub, None)
 
     async def _start(self, session: Session, sub: TaskSub) -> None:
@@ -233,6 +245,7 @@ class TaskQueues:
 
     def _channel_closed(self, sub: TaskSub, epoch: int, session: Session) -> None:
         # the broker requeues what this channel held: stop the handlers working on it
+        sub.dead_epoch = max(sub.dead_epoch, epoch)
         self.caller._cancel_task_handlers_soon(sub, epoch)
         if sub.removed or self.connection.closing or sub.epoch != epoch:
             return
@@ -366,9 +379,31 @@ class TaskQueues:
             # our loop is gone: give the task back and let the connection go
             await self._settle(message.nack(requeue=True))
 
+    def _stale(self, item: TaskItem) -> bool:
+        """Whether ``item``'s delivery is gone (see :attr:`TaskItem.stale`), also when its
+        channel closed before we heard of it."""
+        if item.stale:
+            return True
+        try:
+            item.message.channel  # noqa: B018 - raises once the channel is closed
+        except self.connection.errors.ChannelInvalidStateError:
+            return True
+        return False
+
     async def finish(self, item: TaskItem, data: bytes) -> None:
-        """The subscriber's result is ``data``: reply (confirmed), then ack."""
+        """The subscriber's result is ``data``: reply (confirmed), then ack.
+
+        Unless the delivery is stale (:meth:`_stale`): then the task was requeued and the
+        result (often an error the lost connection caused) must not be taken for its reply.
+        """
         message = item.message
+        if self._stale(item):
+            logger.info(
+                "amqp %r: the result of a task whose delivery was lost is dropped (the task "
+                "was requeued)",
+                self.settings.name,
+            )
+            return
         if message.reply_to and message.correlation_id:
             try:
                 await self.publisher.publish_task_reply(

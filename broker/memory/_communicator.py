@@ -281,9 +281,11 @@ class LoopCommunicator(LoopEndpoint):
 
     async def add_rpc_subscriber(self, subscriber: RpcSubscriber, identifier: Any = None) -> str:
         self._check_open()
+        # cancelled before it registers, or not at all: a cancelled add leaves nothing
+        await anyio.lowlevel.checkpoint_if_cancelled()
         _check_subscriber(subscriber)
         key: str = self._broker_call(self._broker.add_rpc, subscriber, identifier)
-        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.cancel_shielded_checkpoint()
         return key
 
     async def remove_rpc_subscriber(self, identifier: Any) -> None:
@@ -300,11 +302,13 @@ class LoopCommunicator(LoopEndpoint):
         prefetch: int = 0,
     ) -> str:
         self._check_open()
+        # cancelled before it registers, or not at all: a cancelled add leaves nothing
+        await anyio.lowlevel.checkpoint_if_cancelled()
         _check_subscriber(subscriber)
         key: str = self._broker_call(
             self._broker.add_consumer, subscriber, identifier, queue, prefetch
         )
-        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.cancel_shielded_checkpoint()
         return key
 
     def set_task_prefetch(self, identifier: Any, prefetch: int) -> None:
@@ -339,9 +343,11 @@ class LoopCommunicator(LoopEndpoint):
         self, subscriber: BroadcastSubscriber, identifier: Any = None
     ) -> str:
         self._check_open()
+        # cancelled before it registers, or not at all: a cancelled add leaves nothing
+        await anyio.lowlevel.checkpoint_if_cancelled()
         _check_subscriber(subscriber)
         key: str = self._broker_call(self._broker.add_broadcast, subscriber, identifier)
-        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.cancel_shielded_checkpoint()
         return key
 
     async def remove_broadcast_subscriber(self, identifier: Any) -> None:

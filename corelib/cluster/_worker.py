@@ -57,7 +57,7 @@ import contextlib
 import itertools
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, final
 
@@ -69,6 +69,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from broker import (
     BlockingCommunicator,
     BrokerStatistics,
+    Communicator,
     LoopCommunicator,
     LoopThreadError,
     MemoryBroker,
@@ -97,6 +98,10 @@ __all__ = [
 ]
 
 Backend = Literal["asyncio", "trio"]
+
+#: Makes a worker's communicator, unopened, from the worker's name (it is opened and closed
+#: on the worker's thread): ``lambda name: AmqpCommunicator(url, name=name)``.
+CommunicatorFactory = Callable[[str], Communicator]
 
 _names = itertools.count(1)
 
@@ -129,7 +134,7 @@ class _Slots(ProcessListener):
 
     __slots__ = ("_comm", "_held", "_identifier", "_limit", "_parked", "_prefetch")
 
-    def __init__(self, comm: LoopCommunicator, limit: int) -> None:
+    def __init__(self, comm: Any, limit: int) -> None:
         self._comm = comm
         self._limit = limit
         self._prefetch = limit
@@ -223,7 +228,10 @@ class Worker:
     """A thread with its own event loop that runs processes sent through the task queue.
 
     Args:
-        broker: the broker to consume from.
+        broker: the in-memory broker to consume from, or a :data:`CommunicatorFactory`
+            (e.g. ``lambda name: AmqpCommunicator(url, name=name)`` for RabbitMQ): the same
+            worker then runs on that communicator (its ``prefetch`` is then the plain
+            broker prefetch unless the communicator has ``set_task_prefetch``).
         backend: the worker's event loop, ``"asyncio"`` or ``"trio"``.
         persister: where checkpoints go; needed for ``persist``, ``continue`` and
             ``execute`` tasks (a task that needs one on a worker without one is answered
@@ -243,7 +251,7 @@ class Worker:
 
     def __init__(
         self,
-        broker: MemoryBroker,
+        broker: MemoryBroker | CommunicatorFactory,
         *,
         backend: Backend = "asyncio",
         persister: Persister | None = None,
@@ -346,7 +354,13 @@ class Worker:
 
     async def _main(self) -> None:
         self._stop_event = anyio.Event()
-        async with LoopCommunicator(self._broker, name=self._name) as comm:
+        broker = self._broker
+        made = (
+            LoopCommunicator(broker, name=self._name)
+            if isinstance(broker, MemoryBroker)
+            else broker(self._name)
+        )
+        async with made as comm:
             with anyio.CancelScope() as scope:
                 async with (
                     Runner(
@@ -356,7 +370,8 @@ class Worker:
                     ) as runner,
                     ProcessControl(runner, comm) as control,
                 ):
-                    slots = _Slots(comm, self._prefetch) if self._prefetch else None
+                    adjustable = callable(getattr(comm, "set_task_prefetch", None))
+                    slots = _Slots(comm, self._prefetch) if self._prefetch and adjustable else None
                     launcher = ProcessLauncher(
                         control,
                         persister=self._persister,
@@ -403,6 +418,7 @@ class Worker:
         if checkpointer is not None:
             for process in tuple(runner.processes.values()):
                 process.remove_process_listener(checkpointer)
+                checkpointer.discard(process.pid)
 
     def _request_stop(self, drain_timeout: float | None) -> None:
         # on the worker's loop

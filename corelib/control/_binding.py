@@ -331,6 +331,24 @@ class ProcessControl:
         self._muted = True
         self._ops.clear()
 
+    def abandon(self, process: Process) -> None:
+        """Detach ``process`` without announcing anything more about it; never blocks.
+
+        For a worker whose task for ``process`` was taken back (its delivery was lost and the
+        broker requeued it, so it will be continued elsewhere): its later moves (the kill
+        that ends it here) are not broadcast, and its RPC subscription is removed, so that
+        its pid is free for the worker that continues it. Does nothing for a process that is
+        not attached.
+        """
+        record = self._records.pop(process, None)
+        if record is None:
+            return
+        process.remove_process_listener(self._listener)
+        record.terminal = True
+        record.mark_ready()
+        if record.subscribed and self._state == "open":
+            self._queue(_UNSUB, record)
+
     # -- attaching --------------------------------------------------------------------------
 
     def submit(

@@ -45,7 +45,7 @@ from typing import Any, final
 
 import anyio
 
-from broker import Communicator, TaskRejected
+from broker import Communicator, DuplicateSubscriberError, TaskRejected
 
 from ..persistence._checkpoint import Checkpoint, CheckpointNotFoundError
 from ..persistence._loader import ClassLoader
@@ -57,7 +57,12 @@ from ..runner import continue_children
 from ._binding import ProcessControl
 from ._messages import TASK_TYPES, TERMINAL_SUBJECT_STATES, outcome_of, outcome_of_checkpoint
 
-__all__ = ["ProcessLauncher", "InvalidTaskError"]
+__all__ = ["ProcessLauncher", "InvalidTaskError", "PID_RELEASE_WAIT"]
+
+#: Seconds a launcher retries starting a process whose pid still answers RPCs elsewhere (the
+#: worker that lost its task may take a moment to let go of it) before the task fails with
+#: :class:`~broker.DuplicateSubscriberError`.
+PID_RELEASE_WAIT = 5.0
 
 
 class InvalidTaskError(ProcessError, ValueError):
@@ -214,7 +219,7 @@ class ProcessLauncher:
 
     async def _run(self, process: Process, persist: bool, nowait: bool) -> Any:
         control = self._control
-        await control.start(process)
+        await self._start(process)
         self._launched += 1
         if nowait:
             if persist:
@@ -228,14 +233,52 @@ class ProcessLauncher:
     async def _hold(self, process: Process) -> None:
         # wait for the process to end while holding its task
         holding = self._holding
-        if holding is None:
-            await process.wait()
-            return
-        holding(process, True)
+        if holding is not None:
+            holding(process, True)
         try:
             await process.wait()
+        except anyio.get_cancelled_exc_class():
+            # The task was taken back (its communicator lost the delivery, or the subscriber
+            # was removed): the broker has requeued it, so the process goes on elsewhere.
+            if not process.has_terminated():
+                self._give_up(process)
+            raise
         finally:
-            holding(process, False)
+            if holding is not None:
+                holding(process, False)
+
+    def _give_up(self, process: Process) -> None:
+        # Silently end ``process`` here (and the local children it waits for): nothing is
+        # checkpointed, announced or answered for it from now on.
+        checkpointer = self._control.runner.checkpointer
+        todo = [process]
+        while todo:
+            p = todo.pop()
+            if p.has_terminated():
+                continue
+            if checkpointer is not None:
+                p.remove_process_listener(checkpointer)
+                checkpointer.discard(p.pid)
+            self._control.abandon(p)
+            awaiting = getattr(p, "awaiting", ())
+            todo.extend(t for _key, t, _append in awaiting if isinstance(t, Process))
+            p.kill("abandoned: its task went back to the queue", force=True)
+
+    async def _start(self, process: Process) -> None:
+        # A redelivered task may find its pid still taken for a moment by the worker that
+        # lost it (on RabbitMQ, its RPC queue goes when that worker's connection or
+        # subscription does): retry with back-off for up to PID_RELEASE_WAIT seconds.
+        delay = 0.01
+        with anyio.move_on_after(PID_RELEASE_WAIT) as scope:
+            while True:
+                try:
+                    await self._control.start(process)
+                    return
+                except DuplicateSubscriberError:
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+        assert scope.cancelled_caught
+        await self._control.start(process)  # the last try: its error propagates
 
     async def _save_at_end(self, process: Process) -> None:
         await process.wait()

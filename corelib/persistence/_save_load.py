@@ -579,6 +579,12 @@ class Checkpointer(ProcessListener):
             self._saving = True
             self._spawn(self._save_all, name="checkpoints")
 
+    def discard(self, pid: str) -> None:
+        """Drop the checkpoint of ``pid`` taken but not written yet (a write under way
+        finishes); for a process given up here because it goes on elsewhere, whose
+        checkpoints written late could overwrite newer ones."""
+        self._queue.pop(pid, None)
+
     def _event(self, event: str, process: Process) -> None:
         if self._wants(event):
             self.take(process)

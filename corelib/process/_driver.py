@@ -388,7 +388,7 @@ class ProcessDriver(ProcessCore):
         try:
             if self._machine.state.terminal:
                 # Force-killed before the coroutine started: don't start it.
-                step.close()
+                _close_unstarted(step)
             else:
                 with anyio.CancelScope() as scope:
                     self._step_scope = scope
@@ -579,9 +579,17 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 
 def _close_unstarted(awaitable: object) -> None:
-    """Close a coroutine that was never started, so it is not reported as never awaited."""
+    """Close a coroutine that was never started, so it is not reported as never awaited.
+
+    The coroutines it was given as arguments (a WorkChain's outline step, handed to the
+    wrapper that would have awaited it) are closed with it: nothing else ever will.
+    """
     if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == "CORO_CREATED":
+        frame = awaitable.cr_frame
+        inner = [v for v in frame.f_locals.values() if inspect.iscoroutine(v)] if frame else []
         awaitable.close()
+        for coroutine in inner:
+            _close_unstarted(coroutine)
 
 
 def _discard(result: Any) -> None:
