@@ -237,7 +237,8 @@ class RpcConsumers:
                 connection.settings.name,
                 key,
             )
-        assert sub.channel is not None and sub.tag is not None
+        assert sub.channel is not None
+        assert sub.tag is not None
         await sub.channel.basic_cancel(sub.tag)
         # what was routed before the unbind still reaches the subscriber
         control = await _raw_control(connection, session)

@@ -369,8 +369,7 @@ def _checked_wait(awaitable: object, next_step: object) -> Callable[..., Any]:
         assert callable(next_step)
         return next_step
     message = (
-        f"Wait got awaitable={_describe(awaitable)} and next_step={_describe(next_step)}: "
-        f"{problem}"
+        f"Wait got awaitable={_describe(awaitable)} and next_step={_describe(next_step)}: {problem}"
     )
     # An unstarted coroutine in the arguments would be reported as never awaited.
     _close_unstarted(awaitable)
@@ -386,8 +385,10 @@ def _async_method_of_self_only(fn: object) -> bool:
     if type(func) is not FunctionType:
         return False
     code = func.__code__
-    return bool(code.co_flags & _CO_COROUTINE) and code.co_argcount == 1 and not (
-        code.co_kwonlyargcount
+    return (
+        bool(code.co_flags & _CO_COROUTINE)
+        and code.co_argcount == 1
+        and not (code.co_kwonlyargcount)
     )
 
 

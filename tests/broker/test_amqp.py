@@ -367,8 +367,9 @@ async def test_task_is_dead_lettered_after_max_redeliveries(namespace: str) -> N
             await worker.remove_task_subscriber(identifier)
         assert not future.done()
         await worker.add_task_subscriber(dies)
-        with anyio.fail_after(TIMEOUT), pytest.raises(
-            DeadLetteredError, match=r"^task in queue 'tasks' delivered 3 times"
+        with (
+            anyio.fail_after(TIMEOUT),
+            pytest.raises(DeadLetteredError, match=r"^task in queue 'tasks' delivered 3 times"),
         ):
             await wait_future(future)
         assert deliveries == ["doomed", "doomed"]
@@ -431,8 +432,10 @@ async def test_malformed_task_goes_to_dead_letters_with_one_log_line(
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(["v", "kind", "body", "ok", "x"]), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["v", "kind", "body", "ok", "x"]), children, max_size=4)
+    ),
     max_leaves=8,
 )
 
@@ -515,8 +518,18 @@ async def test_consumer_timeout_and_dead_lettering_are_queue_arguments(namespace
     async with make(namespace, consumer_timeout=3600, max_redeliveries=4) as comm:
         await comm.task_send(1, no_reply=True, queue="long jobs")
     result = await anyio.run_process(
-        ["rabbitmqctl", "-n", RABBITMQ_NODE, "-q", "list_queues", "name", "durable",
-         "arguments", "--formatter", "json"],
+        [
+            "rabbitmqctl",
+            "-n",
+            RABBITMQ_NODE,
+            "-q",
+            "list_queues",
+            "name",
+            "durable",
+            "arguments",
+            "--formatter",
+            "json",
+        ],
         check=True,
     )
     queues = {
@@ -555,6 +568,7 @@ async def test_tasks_survive_in_the_queue_with_nobody_consuming(namespace: str) 
 
 
 # -- broker restart ----------------------------------------------------------------------------
+
 
 async def _rabbitmqctl(*args: str) -> None:
     await anyio.run_process(["rabbitmqctl", "-n", RABBITMQ_NODE, "-q", *args], check=True)

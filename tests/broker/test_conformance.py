@@ -182,8 +182,9 @@ async def test_rpc_to_unknown_recipient_raises_at_once(open_comm: CommFactory) -
             await comm.rpc_send("nobody", 1)
         # the future variant never blocks: a backend that must ask a remote broker reports
         # the unknown recipient through the future instead of at the call
-        with anyio.fail_after(TIMEOUT), pytest.raises(
-            UnroutableError, match=r"^unknown rpc recipient '42'$"
+        with (
+            anyio.fail_after(TIMEOUT),
+            pytest.raises(UnroutableError, match=r"^unknown rpc recipient '42'$"),
         ):
             await wait_future(comm.rpc_send_future(42, 1))
 
@@ -272,8 +273,9 @@ async def test_task_exception_becomes_remote_error(open_comm: CommFactory) -> No
             raise RuntimeError(f"can't do {task}")
 
         await worker.add_task_subscriber(failing)
-        with anyio.fail_after(TIMEOUT), pytest.raises(
-            RemoteError, match=r"^RuntimeError: can't do x$"
+        with (
+            anyio.fail_after(TIMEOUT),
+            pytest.raises(RemoteError, match=r"^RuntimeError: can't do x$"),
         ):
             await sender.task_send("x")
 

@@ -129,8 +129,9 @@ async def test_dead_letter_after_max_redeliveries() -> None:
                     await started.wait()
             if attempt == 0:
                 assert not future.done()
-        with anyio.fail_after(TIMEOUT), pytest.raises(
-            DeadLetteredError, match=r"^task in queue 'tasks' delivered 2 times"
+        with (
+            anyio.fail_after(TIMEOUT),
+            pytest.raises(DeadLetteredError, match=r"^task in queue 'tasks' delivered 2 times"),
         ):
             await wait_future(future)
     (dead,) = broker.dead_letters()

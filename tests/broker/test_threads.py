@@ -42,12 +42,11 @@ async def test_rpc_runs_on_the_subscribers_own_thread(remote_backend: str) -> No
 
         await comm.add_rpc_subscriber(handler, "remote")
 
-    async with RemoteLoop(broker, remote_backend, setup) as remote, LoopCommunicator(
-        broker
-    ) as local:
-        await local.add_rpc_subscriber(
-            lambda _c, m: (threading.get_ident(), m * 2), "local"
-        )
+    async with (
+        RemoteLoop(broker, remote_backend, setup) as remote,
+        LoopCommunicator(broker) as local,
+    ):
+        await local.add_rpc_subscriber(lambda _c, m: (threading.get_ident(), m * 2), "local")
         with anyio.fail_after(TIMEOUT):
             assert await local.rpc_send("remote", 1) == 2
             assert await local.rpc_send("remote", 41) == 42
@@ -80,9 +79,10 @@ async def test_tasks_and_broadcasts_across_threads(remote_backend: str) -> None:
         await comm.add_task_subscriber(work)
         await comm.add_broadcast_subscriber(BroadcastFilter(on_broadcast, subject="state.*"))
 
-    async with RemoteLoop(broker, remote_backend, setup) as remote, LoopCommunicator(
-        broker
-    ) as local:
+    async with (
+        RemoteLoop(broker, remote_backend, setup) as remote,
+        LoopCommunicator(broker) as local,
+    ):
         with anyio.fail_after(TIMEOUT):
             assert await local.task_send("job") == ["job", remote.thread_id]
             with pytest.raises(RemoteError, match=r"^ValueError: remote failure$"):
@@ -115,11 +115,12 @@ async def test_three_loops_on_one_broker() -> None:
 
         return setup
 
-    async with RemoteLoop(broker, "asyncio", setup_for("a1")) as a1, RemoteLoop(
-        broker, "trio", setup_for("t1")
-    ) as t1, RemoteLoop(broker, "asyncio", setup_for("a2")) as a2, LoopCommunicator(
-        broker
-    ) as local:
+    async with (
+        RemoteLoop(broker, "asyncio", setup_for("a1")) as a1,
+        RemoteLoop(broker, "trio", setup_for("t1")) as t1,
+        RemoteLoop(broker, "asyncio", setup_for("a2")) as a2,
+        LoopCommunicator(broker) as local,
+    ):
         with anyio.fail_after(TIMEOUT):
             for name in ("a1", "t1", "a2"):
                 assert await local.rpc_send(name, "ping") == f"{name}:ping"

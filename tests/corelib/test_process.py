@@ -566,9 +566,7 @@ async def test_a_waiting_process_holds_no_reference_cycle_to_itself() -> None:
         proc = runner.submit(Waiter)
         await reach(proc, S.WAITING)
         gc.collect()
-        assert not any(
-            getattr(ref, "__self__", None) is proc for ref in gc.get_referrers(proc)
-        )
+        assert not any(getattr(ref, "__self__", None) is proc for ref in gc.get_referrers(proc))
         proc.resume("v")
         await proc.wait()
     assert proc.result() == "v"
