@@ -160,6 +160,7 @@ class _Attached:
 
 
 _SUB, _UNSUB, _BCAST = "subscribe", "unsubscribe", "broadcast"
+_BCAST_DURABLE = "broadcast once checkpointed"
 
 
 @final
@@ -491,7 +492,7 @@ class ProcessControl:
             record.terminal = True
             del self._records[process]
             process.remove_process_listener(self._listener)
-            self._broadcast(process.pid, subject, outcome_of(process))
+            self._announce_end(process.pid, subject, outcome_of(process))
             record.mark_ready()
             if record.subscribed:
                 self._queue(_UNSUB, record)
@@ -510,6 +511,15 @@ class ProcessControl:
                 logger.exception("control %r: broadcast %s of %s failed", self, subject, pid)
         else:
             self._queue(_BCAST, (pid, subject, body))
+
+    def _announce_end(self, pid: str, subject: str, body: Any) -> None:
+        # The end is announced once the runner's checkpoint of it is written: announced and
+        # then lost with its worker, it would be run and announced again by the next one.
+        if self._runner.checkpointer is None:
+            self._broadcast(pid, subject, body)
+        elif not self._muted:
+            self._broadcasts += 1
+            self._queue(_BCAST_DURABLE, (pid, subject, body))
 
     def _queue(self, kind: str, item: Any) -> None:
         if self._muted:
@@ -553,6 +563,8 @@ class ProcessControl:
                 with contextlib.suppress(UnknownSubscriberError):
                     await comm.remove_rpc_subscriber(record.process.pid)
         else:
+            if kind == _BCAST_DURABLE:
+                await self._runner.flush_checkpoints()
             pid, subject, body = item
             await comm.broadcast_send(body, sender=pid, subject=subject)
 

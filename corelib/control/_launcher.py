@@ -56,6 +56,7 @@ from ..process._process import Process
 from ..runner import continue_children
 from ._binding import ProcessControl
 from ._messages import TASK_TYPES, TERMINAL_SUBJECT_STATES, outcome_of, outcome_of_checkpoint
+from ._remote import RemoteProcess
 
 __all__ = ["ProcessLauncher", "InvalidTaskError", "PID_RELEASE_WAIT"]
 
@@ -179,7 +180,9 @@ class ProcessLauncher:
             self._classes[identifier] = process_class
         pid = task.get("pid")
         pid = None if pid is None else str(pid)
-        if persist:
+        if persist or self._runner_checkpoints():
+            # (a launch without ``persist`` on a worker whose runner checkpoints everything
+            # is continued from its checkpoint too when redelivered)
             persister = self._require_persister()
             if pid is not None:
                 try:
@@ -188,6 +191,7 @@ class ProcessLauncher:
                     pass
                 else:  # a redelivered launch: its first worker saved it, then died
                     return await self._resume(checkpoint, nowait)
+        if persist:
             process = process_class(_inputs(task), pid=pid)
             if not self._runner_checkpoints():
                 await persister.save_checkpoint(checkpoint_of(process))
@@ -210,8 +214,16 @@ class ProcessLauncher:
             await self._hold(running)
             return outcome_of(running)
         process = load_process(checkpoint, loader=self._loader)
-        # A WorkChain waiting on children knows them by pid: continue them here too, from the
-        # launcher's persister (the worker's runner has none to do it on launch).
+        # A WorkChain waiting on children knows them by pid. Those launched through the task
+        # queue go on with their own tasks: wait for them where they run (or once they run:
+        # their tasks may still be queued). The local ones are continued here, from the
+        # launcher's persister.
+        remote = getattr(process, "pending_remote_children", ())
+        if remote:
+            comm, persister = self._control.communicator, self._require_persister()
+            process.attach_children(  # type: ignore[attr-defined]
+                {pid: RemoteProcess(comm, pid, persister=persister) for _key, pid in remote}
+            )
         await continue_children(
             process, self._control.runner, self._require_persister(), loader=self._loader
         )
@@ -226,7 +238,9 @@ class ProcessLauncher:
                 control.spawn(self._save_at_end, process, name=f"checkpoint {process.pid}")
             return process.pid
         await self._hold(process)
-        if persist:
+        if persist or self._runner_checkpoints():
+            # the end is written before the task is answered (and so acknowledged): lost
+            # with this worker after the answer, it would be lost for good
             await self._save_terminal(process)
         return outcome_of(process)
 
@@ -273,12 +287,17 @@ class ProcessLauncher:
             while True:
                 try:
                     await self._control.start(process)
-                    return
+                    break
                 except DuplicateSubscriberError:
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 0.5)
-        assert scope.cancelled_caught
-        await self._control.start(process)  # the last try: its error propagates
+        if scope.cancelled_caught:
+            await self._control.start(process)  # the last try: its error propagates
+        if self._abandoned:
+            # the worker gave its processes up while this one was being started: it must
+            # not run (nor be checkpointed) here; its task goes back to the queue
+            self._give_up(process)
+            await anyio.sleep_forever()
 
     async def _save_at_end(self, process: Process) -> None:
         await process.wait()

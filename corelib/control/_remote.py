@@ -15,14 +15,25 @@ from typing import Any, final
 import anyio
 import anyio.lowlevel
 
-from broker import BroadcastFilter, Communicator, UnroutableError
+from broker import BroadcastFilter, Communicator, UnroutableError, wait_future
 
+from ..persistence._checkpoint import CheckpointNotFoundError
+from ..persistence._persisters import Persister
 from ..process._errors import ProcessStateError
 from ..process._process import Process
 from ._binding import control_of
-from ._messages import TERMINAL_SUBJECT_STATES, launch_body, outcome_error
+from ._messages import (
+    TERMINAL_SUBJECT_STATES,
+    launch_body,
+    outcome_error,
+    outcome_of_checkpoint,
+)
 
-__all__ = ["RemoteProcess", "submit_remote"]
+__all__ = ["RemoteProcess", "submit_remote", "REMOTE_RECHECK_MAX"]
+
+#: The longest interval (seconds) at which a :class:`RemoteProcess` given a persister looks
+#: for its process's terminal checkpoint again while it waits for the end's broadcast.
+REMOTE_RECHECK_MAX = 2.0
 
 
 @final
@@ -46,9 +57,15 @@ class RemoteProcess:
         pid: the process id.
         launch: an awaitable factory that launches the process (internal; prefer the
             constructors named above).
+        persister: where the process is checkpointed, for a process that may not run right
+            now (its task queued, or being continued after its worker died): after
+            subscribing, a terminal checkpoint there gives the outcome; otherwise it waits
+            for the end's broadcast (an end is announced only once its checkpoint is
+            written, so none is missed). A WorkChain continued after its worker died
+            waits on its remote children this way.
     """
 
-    __slots__ = ("_comm", "_launch", "_outcome", "_pid")
+    __slots__ = ("_comm", "_launch", "_outcome", "_persister", "_pid")
 
     def __init__(
         self,
@@ -56,10 +73,12 @@ class RemoteProcess:
         pid: str,
         *,
         launch: Callable[[], Awaitable[Any]] | None = None,
+        persister: Persister | None = None,
     ) -> None:
         self._comm = communicator
         self._pid = str(pid)
         self._launch = launch
+        self._persister = persister
         self._outcome: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -101,7 +120,9 @@ class RemoteProcess:
         try:
             launch, self._launch = self._launch, None
             if launch is not None:
-                await launch()
+                await self._launched(launch, box, ended)
+            elif self._persister is not None:
+                await self._from_persister(self._persister, box, ended)
             else:
                 try:
                     status = await self._comm.rpc_send(self._pid, {"intent": "status"})
@@ -113,13 +134,65 @@ class RemoteProcess:
                     if outcome is not None and not ended.is_set():
                         box.append(outcome)
                         ended.set()
-            await ended.wait()
+                await ended.wait()
         finally:
             with anyio.CancelScope(shield=True):
                 if not self._comm.is_closed:
                     await self._comm.remove_broadcast_subscriber(identifier)
         self._outcome = box[0]
         return self._outcome
+
+    async def _from_persister(
+        self, persister: Persister, box: list[dict[str, Any]], ended: anyio.Event
+    ) -> None:
+        # Subscribed already: an end after now is broadcast to us. One before now is in the
+        # persister (an end is announced only once checkpointed). And one whose broadcast
+        # was lost with a dying worker (written, then not announced; the requeued task is
+        # then answered from the checkpoint without a new broadcast) is found by looking
+        # again, at growing intervals.
+        delay = 0.05
+        while not ended.is_set():
+            try:
+                saved = await persister.load_checkpoint(self._pid)
+            except CheckpointNotFoundError:
+                saved = None
+            terminal = saved is not None and saved.state in TERMINAL_SUBJECT_STATES
+            if terminal and saved is not None and not ended.is_set():
+                box.append(outcome_of_checkpoint(saved))
+                ended.set()
+                return
+            with anyio.move_on_after(delay):
+                await ended.wait()
+            delay = min(delay * 2, REMOTE_RECHECK_MAX)
+
+    @staticmethod
+    async def _launched(
+        launch: Callable[[], Awaitable[Any]], box: list[dict[str, Any]], ended: anyio.Event
+    ) -> None:
+        # Launch, and wait for whichever comes first: the end's broadcast, or the launch
+        # task's reply (an outcome, when the task is held until the process ends: if its
+        # worker dies the task is requeued and the process continued, so the reply still
+        # comes). A failed launch raises here, unless the end was seen already.
+        errors: list[Exception] = []
+
+        async def send() -> None:
+            try:
+                reply = await launch()
+            except Exception as exc:
+                errors.append(exc)
+                ended.set()
+                return
+            state = reply.get("state") if isinstance(reply, dict) else None
+            if state in TERMINAL_SUBJECT_STATES and not ended.is_set():
+                box.append(reply)
+                ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            await ended.wait()
+            tg.cancel_scope.cancel()
+        if not box:
+            raise errors[0]
 
     async def wait(self) -> Any:
         """Wait for the end and return the outputs of a finished process.
@@ -149,8 +222,9 @@ def submit_remote(
 ) -> RemoteProcess:
     """From inside a step, have *some* worker run a process, and return a :class:`RemoteProcess`.
 
-    The launch task is sent (``nowait``) when the result is first awaited, after subscribing
-    to the child's broadcasts, so nothing is missed; in a WorkChain,
+    The launch task is sent at once, and held by the worker that runs the child until the
+    child ends (requeued and continued elsewhere if that worker dies); awaiting the result
+    waits for the task's reply or the end's broadcast, whichever comes first. In a WorkChain,
     ``return ToContext(child=submit_remote(Child, {...}))`` stores the child's outputs in
     ``ctx.child`` as for a local child (a failed child fails the step). While awaiting a
     remote child the WorkChain is WAITING: a pause or kill takes effect at once, and the
@@ -169,10 +243,14 @@ def submit_remote(
         raise ProcessStateError(
             f"the runner of process {current.pid} is not bound to a communicator"
         )
-    body = launch_body(process_class, inputs, persist=persist, nowait=True)
-    comm = control.communicator
+    # Held until the child ends (not ``nowait``): if the child's worker dies, its task is
+    # requeued and the child continued elsewhere. A parent waiting for it holds no slot.
+    # Sent now, in the step, so that the checkpoint taken when the step ends (the parent
+    # waiting for the child) never names a child whose task was not sent.
+    body = launch_body(process_class, inputs, persist=persist)
+    reply = control.communicator.task_send_future(body, queue=queue)
 
-    async def launch() -> None:
-        await comm.task_send(body, queue=queue)
+    async def launch() -> Any:
+        return await wait_future(reply)
 
-    return RemoteProcess(comm, body["pid"], launch=launch)
+    return RemoteProcess(control.communicator, body["pid"], launch=launch)

@@ -172,6 +172,9 @@ class _PendingChild:
     the child process itself when the WorkChain is continued."""
 
     pid: str
+    # launched through the task queue (``submit_remote``): its own task carries it on,
+    # so whoever continues the WorkChain waits for it there instead of continuing it
+    remote: bool = False
 
 
 _NOT_ATTACHED = (
@@ -315,7 +318,8 @@ class WorkChain(Process):
                     f"process {self.pid} waits for {target!r} in ctx key {a.key!r}, which is not "
                     "a process: only children can be re-attached after a reload"
                 )
-            out.append({"kind": "process", "pid": pid, "key": a.key, "append": a.append})
+            kind = "remote" if _is_remote(target) else "process"
+            out.append({"kind": kind, "pid": pid, "key": a.key, "append": a.append})
         return out
 
     def load_instance_state(self, state: Mapping[str, Any]) -> None:
@@ -375,7 +379,21 @@ class WorkChain(Process):
         """``(ctx key, pid)`` of every awaited child known by pid only: the WorkChain was
         rebuilt from a checkpoint, and its runner has not re-attached that child yet."""
         return tuple(
-            (a.key, a.target.pid) for a in self._awaiting if type(a.target) is _PendingChild
+            (a.key, a.target.pid)
+            for a in self._awaiting
+            if type(a.target) is _PendingChild and not a.target.remote
+        )
+
+    @property
+    def pending_remote_children(self) -> tuple[tuple[str, str], ...]:
+        """``(ctx key, pid)`` of every awaited child launched through the task queue and
+        known by pid only: its own task carries it on (on whatever worker), so whoever
+        continues the WorkChain re-attaches it as a remote process (the launcher does),
+        never continues it itself."""
+        return tuple(
+            (a.key, a.target.pid)
+            for a in self._awaiting
+            if type(a.target) is _PendingChild and a.target.remote
         )
 
     def attach_children(
@@ -597,18 +615,27 @@ def _loaded_awaited(index: int, record: Any, pid: str) -> _Awaited:
     """An awaited child from a checkpoint's ``awaiting[index]``, known by pid only."""
     if (
         isinstance(record, Mapping)
-        and record.get("kind", "process") == "process"
+        and record.get("kind", "process") in ("process", "remote")
         and isinstance(record.get("pid"), str)
         and record["pid"]
         and isinstance(record.get("key"), str)
         and isinstance(record.get("append", False), bool)
     ):
-        return _Awaited(record["key"], _PendingChild(record["pid"]), record.get("append", False))
+        child = _PendingChild(record["pid"], remote=record.get("kind") == "remote")
+        return _Awaited(record["key"], child, record.get("append", False))
     text = repr(record)
     text = text if len(text) <= 60 else text[:57] + "..."
     raise CorruptCheckpointError(
         f"awaiting[{index}] must be a child process record, got {text}", pid=pid
     )
+
+
+def _is_remote(target: Any) -> bool:
+    """A child launched through the task queue: awaitable, known by pid, not a local
+    process (a ``RemoteProcess``; this layer can't import it), or one still pending."""
+    if type(target) is _PendingChild:
+        return target.remote
+    return not isinstance(target, Process)
 
 
 def _truth(name: str, value: Any) -> bool:

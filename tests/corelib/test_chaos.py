@@ -13,39 +13,25 @@ trial then asserts the promises: no task lost, no reply duplicated and no proces
 twice, no worker lost to a payload or a step, no checkpointed step run again, and every
 answer the one that was sent for.
 
-Known bugs. The trials found four bugs in code this suite does not own; each has a
-deterministic reproduction below, marked ``xfail(strict=True)`` (it starts passing, and so
-failing, when the bug is fixed: then remove the mark and the signature). In the trials, a
-failure whose every problem matches a known bug's signature is reported as an xfail with the
-trial's report; any other problem fails the test, with the seed to re-run:
+Bugs the trials found, each fixed, each with a deterministic regression test below (the
+last one has no deterministic reproduction: it needs a stop to land inside a launch; the
+trials and ``benchmarks/soak_faults.py`` watch for it):
 
-- ``children-not-found``: a WorkChain waiting on children launched through the queue is
-  continued on another worker after its own died, while a child's launch task is still
-  queued (or the child runs elsewhere unsaved): the launcher's ``continue_children`` fails it
-  with ``ChildrenNotFoundError`` although its children exist;
-- ``ended-twice``: a process reaches its end on a worker that is being stopped; its end is
-  broadcast, but its terminal checkpoint is still queued and is dropped when the worker
-  cancels its runner; the requeued task continues it elsewhere from the previous
-  checkpoint, and it ends (and is announced) a second time;
-- ``orphan-child``: a child launched with ``submit_remote`` (a ``nowait`` launch: its task is
-  acknowledged as soon as the child starts) on a worker that then dies is never continued:
-  its parent waits for it forever, and the parent's task is lost;
-- ``launched-while-stopping``: a process whose launch was under way when its worker was told
-  to stop is launched after the worker abandoned its processes, so it keeps the runner's
-  checkpointer and runs while the binding closes: ``submit_remote`` fails ("the runner ... is
-  not bound to a communicator"), it ends EXCEPTED, and that terminal checkpoint is what the
-  requeued task answers from then on (no deterministic reproduction: it needs the stop to
-  land inside the launch; seen in 4 of 751 soak trials, and with
-  ``ChaosConfig(seed=1028, tasks=60, faults=14, prefetch=1, max_redeliveries=2,
-  step_delay=0.02)``).
+- a WorkChain continued after its worker died, waiting on a child launched through the queue
+  whose task was still queued, failed with ``ChildrenNotFoundError``: remote children are now
+  checkpointed as such and waited for where they run, never continued by the parent's worker;
+- a process that ended on a dying worker was announced, then run and announced again: an end
+  is now announced only once its checkpoint is written;
+- a ``submit_remote`` child whose worker died was never continued (its task was acknowledged
+  once it started): its task is now held until it ends;
+- a launch under way when its worker was told to stop ran after the worker gave up its
+  processes and answered "excepted" for good: such a process is now given up too.
 
-No sleeps to synchronise: the trials' small gaps between actions are their workload (drawn
-from the seed); the reproductions wait on events, futures and joins, all bounded.
+A trial that fails prints the seed to re-run.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -55,7 +41,7 @@ import anyio
 import attrs
 import pytest
 
-from broker import BlockingCommunicator, BroadcastFilter, MemoryBroker, RemoteError
+from broker import BlockingCommunicator, BroadcastFilter, MemoryBroker
 from corelib import (
     Checkpoint,
     ClassLoader,
@@ -91,10 +77,7 @@ LOADER = ClassLoader(allowed_prefixes=("corelib", "tests.corelib"))
 # -- the trials ------------------------------------------------------------------------------
 
 #: known bugs, by name: a signature test on a report's parts (see the module docstring)
-KNOWN_UNEXPECTED = {
-    "children-not-found": "RemoteError ChildrenNotFoundError",
-    "launched-while-stopping": "is not bound to a communicator",
-}
+KNOWN_UNEXPECTED: dict[str, str] = {}
 
 
 def _trial_config(seed: int) -> ChaosConfig:
@@ -125,15 +108,9 @@ def _known_bugs(report: TrialReport) -> tuple[set[str], list[str]]:
         if not names:
             unknown.append(f"unexpected: {text}")
     if report.ended_twice:
-        known.add("ended-twice")
+        unknown.append(f"ended twice: {report.ended_twice}")
     if report.unanswered:
-        # orphan-child: only parents wait for a child; their tasks stay in flight
-        if all(u.startswith("parent ") for u in report.unanswered) and (
-            report.left_in_broker <= len(report.unanswered)
-        ):
-            known.add("orphan-child")
-        else:
-            unknown.append(f"lost: {report.unanswered}, left {report.left_in_broker}")
+        unknown.append(f"lost: {report.unanswered}, left {report.left_in_broker}")
     elif report.left_in_broker:
         unknown.append(f"left in the broker: {report.left_in_broker}")
     for name, values in [
@@ -461,13 +438,7 @@ class ParentOfQueued(WorkChain):
         self.out("y", self.ctx.child["y"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RemoteError,
-    reason="children-not-found: a continued WorkChain fails with ChildrenNotFoundError while"
-    " its child's launch task is still queued",
-)
-def test_known_bug_children_not_found(
+def test_a_continued_parent_waits_for_a_child_whose_task_is_still_queued(
     broker: MemoryBroker, started: list[Worker | BlockingCommunicator], backend: Backend
 ) -> None:
     """A parent waits on a child whose launch task waits in a queue; the parent's worker
@@ -507,13 +478,7 @@ class _Ends:
         return self.counts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="ended-twice: an end announced by a stopping worker whose terminal checkpoint was"
-    " not written yet is run and announced again by the next worker",
-)
-def test_known_bug_ended_twice(
+def test_an_end_is_announced_once_when_its_worker_dies_before_its_checkpoint(
     broker: MemoryBroker, started: list[Worker | BlockingCommunicator], backend: Backend
 ) -> None:
     """The terminal checkpoint of a process is being written when its worker dies: the
@@ -566,13 +531,7 @@ class ParentOfLingering(WorkChain):
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=concurrent.futures.TimeoutError,
-    reason="orphan-child: a child launched with submit_remote on a worker that dies is never"
-    " continued, and its parent waits forever",
-)
-def test_known_bug_orphan_child(
+def test_a_remote_child_whose_worker_dies_goes_on_elsewhere(
     broker: MemoryBroker, started: list[Worker | BlockingCommunicator], backend: Backend
 ) -> None:
     """The worker running a parent's remote child dies; the child must go on elsewhere (it
