@@ -166,15 +166,25 @@ def test_a_full_storm_plays_the_child_its_pause_of_the_parent_waits_for(backend:
             assert _CHILD_STARTED.wait(30)
             parent, child = _STARTED["parent"], _STARTED["child"]
 
-            storm.send("pause", child)  # takes effect at the end of the child's step
-            _GATE.set()
-            assert storm.wait_for_replies(30)  # the child is paused
-            storm.send("pause", parent)  # answers only once the child ended: holds the slot
+            # The child's step waits on the gate: a pause answers only once that step ends,
+            # so this pause holds the storm's only slot. (Before #12 a WorkChain awaiting a
+            # remote child ran an async step, so pausing the parent did the same; now it is
+            # WAITING and answers at once.)
+            # the monitor knows the child once a broadcast sent after its "created" one
+            # (same inbox, in order) has reached it
+            flushed = threading.Event()
+            watch.add_broadcast_subscriber(
+                BroadcastFilter(lambda *_: flushed.set(), subject="test.flush")
+            )
+            watch.broadcast_send(None, subject="test.flush")
+            assert flushed.wait(30)
+            storm.send("pause", child)
             assert [r.intent for r in storm.pending()] == ["pause"]
 
             # Every slot is held. The old storm waited here for a free slot, forever.
             assert storm.step()
             assert comm.sent[-1] in {("play", child), ("play", parent)}
+            _GATE.set()
             # and, storming on, it lets the pair finish
             storm.run_until(launched.done, timeout=30)
             assert launched.result(0)["state"] == "finished"
