@@ -311,7 +311,10 @@ class ProcessControl:
                 await self._unsubscribe_all(records)
 
     async def _unsubscribe_all(self, records: list[_Attached]) -> None:
-        if self._comm.is_closed:
+        if self._comm.is_closed or self._muted:
+            # muted: the worker abandons everything and closes the communicator next, which
+            # releases every subscription at once (one by one, on a broker that just dropped
+            # the connection, could take a publish timeout each)
             return
         try:
             if self._bcast_id is not None:
