@@ -147,3 +147,49 @@ async def test_tasks_survive_connection_drops_and_worker_deaths(seed: int) -> No
     states = [(o["state"], o["outputs"]) for o in outcomes]
     assert states == [("finished", {"i": 4})] * TASKS, report
     assert Counted.violations == [], report
+
+
+async def test_poison_steps_and_invalid_tasks_on_rabbitmq_take_no_worker_down() -> None:
+    """#12 points 3 and 7 on RabbitMQ: a step raising SystemExit, KeyboardInterrupt,
+    GeneratorExit or a bare BaseException makes its process excepted and is answered; a task
+    no worker can run is answered with InvalidTaskError; every worker stays alive and the
+    next task runs."""
+    require_amqp()
+    from broker import AmqpCommunicator, RemoteError
+
+    from corelib.testing._chaos_procs import POISONS, ChaosLeaf, PoisonStep
+
+    namespace = amqp_namespace()
+
+    def factory(name: str) -> Any:
+        return AmqpCommunicator(AMQP_URL, namespace=namespace, name=name, queue_expires=120)
+
+    loader = ClassLoader(["corelib.testing"])
+    workers = [
+        Worker(factory, backend=backend, persister=WatchedPersister(), loader=loader)
+        for backend in ("asyncio", "trio")
+    ]
+    for w in workers:
+        await anyio.to_thread.run_sync(w.start)
+    try:
+        async with AmqpCommunicator(
+            AMQP_URL, namespace=namespace, name="client", queue_expires=120
+        ) as client:
+            ctl = ProcessController(client)
+            with anyio.fail_after(BOUND):
+                for kind in sorted(POISONS):
+                    for asynchronous in (False, True):
+                        outcome = await ctl.execute(
+                            PoisonStep,
+                            {"kind": kind, "asynchronous": asynchronous},
+                            raise_on_failure=False,
+                        )
+                        assert outcome["state"] == "excepted", (kind, asynchronous, outcome)
+                with pytest.raises(RemoteError, match="InvalidTaskError: unknown task type"):
+                    await client.task_send({"task": "dance"})
+                outcome = await ctl.execute(ChaosLeaf, {"x": 4})
+                assert outcome["state"] == "finished"
+        assert all(w.alive for w in workers)
+    finally:
+        for w in workers:
+            await anyio.to_thread.run_sync(_stop, w)
