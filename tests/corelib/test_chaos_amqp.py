@@ -156,7 +156,6 @@ async def test_poison_steps_and_invalid_tasks_on_rabbitmq_take_no_worker_down() 
     next task runs."""
     require_amqp()
     from broker import AmqpCommunicator, RemoteError
-
     from corelib.testing._chaos_procs import POISONS, ChaosLeaf, PoisonStep
 
     namespace = amqp_namespace()
