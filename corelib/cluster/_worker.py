@@ -231,7 +231,8 @@ class Worker:
         broker: the in-memory broker to consume from, or a :data:`CommunicatorFactory`
             (e.g. ``lambda name: AmqpCommunicator(url, name=name)`` for RabbitMQ): the same
             worker then runs on that communicator (its ``prefetch`` is then the plain
-            broker prefetch unless the communicator has ``set_task_prefetch``).
+            broker prefetch unless the communicator has ``set_task_prefetch``: RabbitMQ's
+            quorum queues can't change it for a running consumer).
         backend: the worker's event loop, ``"asyncio"`` or ``"trio"``.
         persister: where checkpoints go; needed for ``persist``, ``continue`` and
             ``execute`` tasks (a task that needs one on a worker without one is answered

@@ -66,6 +66,14 @@ __all__ = ["ProcessLauncher", "InvalidTaskError", "PID_RELEASE_WAIT"]
 PID_RELEASE_WAIT = 5.0
 
 
+class _PidTaken(Exception):
+    """Starting a task's process met its pid answering RPCs elsewhere (retried)."""
+
+    def __init__(self, error: DuplicateSubscriberError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class InvalidTaskError(ProcessError, ValueError):
     """A task no launcher can run: an unknown type, a malformed body, or one that needs a
     persister the worker lacks. The launcher answers it with this error instead of requeueing
@@ -146,7 +154,7 @@ class ProcessLauncher:
         if not self._accepting:
             raise TaskRejected("this worker is stopping")
         try:
-            result = await self._dispatch(task)
+            result = await self._dispatch_retrying(task)
         except Exception:
             if not self._abandoned:
                 raise
@@ -155,6 +163,25 @@ class ProcessLauncher:
             # held until the communicator closes, which requeues the task unanswered
             await anyio.sleep_forever()
         return result
+
+    async def _dispatch_retrying(self, task: Any) -> Any:
+        # A redelivered task may find its pid still taken for a moment by the worker that
+        # lost it (on RabbitMQ, that worker runs on until it notices its lost connection, and
+        # its RPC queue goes with it). Try the whole task again, with back-off, for up to
+        # PID_RELEASE_WAIT seconds: reloading the checkpoint each time, since the other
+        # worker may have moved the process on (or ended it) meanwhile.
+        delay = 0.01
+        with anyio.move_on_after(PID_RELEASE_WAIT):
+            while True:
+                try:
+                    return await self._dispatch(task)
+                except _PidTaken:
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+        try:
+            return await self._dispatch(task)  # the last try
+        except _PidTaken as taken:
+            raise taken.error from None
 
     async def _dispatch(self, task: Any) -> Any:
         if not isinstance(task, Mapping):
@@ -279,20 +306,10 @@ class ProcessLauncher:
             p.kill("abandoned: its task went back to the queue", force=True)
 
     async def _start(self, process: Process) -> None:
-        # A redelivered task may find its pid still taken for a moment by the worker that
-        # lost it (on RabbitMQ, its RPC queue goes when that worker's connection or
-        # subscription does): retry with back-off for up to PID_RELEASE_WAIT seconds.
-        delay = 0.01
-        with anyio.move_on_after(PID_RELEASE_WAIT) as scope:
-            while True:
-                try:
-                    await self._control.start(process)
-                    break
-                except DuplicateSubscriberError:
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 0.5)
-        if scope.cancelled_caught:
-            await self._control.start(process)  # the last try: its error propagates
+        try:
+            await self._control.start(process)
+        except DuplicateSubscriberError as exc:
+            raise _PidTaken(exc) from None
         if self._abandoned:
             # the worker gave its processes up while this one was being started: it must
             # not run (nor be checkpointed) here; its task goes back to the queue

@@ -4,6 +4,7 @@ load them (``ClassLoader(["tests.corelib"])``)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import ClassVar
 
@@ -29,9 +30,14 @@ class WatchedPersister(Persister):
         self.inner = InMemoryPersister()
         self._cond = threading.Condition()
         self.saved_i: dict[str, int] = {}
+        # (time, thread, pid, state, ctx.i) of every save, for failure reports
+        self.trace: list[tuple[float, str, str, str, object]] = []
 
     def _saw(self, checkpoint: Checkpoint) -> None:
         i = checkpoint.ctx.get("i") if isinstance(checkpoint.ctx, dict) else None
+        self.trace.append(
+            (time.monotonic(), threading.current_thread().name, checkpoint.pid, checkpoint.state, i)
+        )
         if isinstance(i, int):
             with self._cond:
                 if i > self.saved_i.get(checkpoint.pid, -1):
@@ -111,6 +117,10 @@ class Counted(WorkChain):
         persister = Counted.PERSISTER
         with Counted.lock:
             Counted.runs[(self.pid, i)] += 1
+            if persister is not None:
+                persister.trace.append(
+                    (time.monotonic(), threading.current_thread().name, self.pid, "step", i)
+                )
             if persister is not None and persister.saved_i.get(self.pid, -1) > i:
                 Counted.violations.append((self.pid, i, persister.saved_i[self.pid]))
         self.ctx.i = i + 1

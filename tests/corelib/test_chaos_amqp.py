@@ -53,7 +53,20 @@ TASKS = int(os.environ.get("PLUMIO_CHAOS_AMQP_TASKS", "40"))
 
 
 def _stop(worker: Worker) -> None:
-    worker.stop(timeout=BOUND)
+    try:
+        worker.stop(timeout=20)
+    except TimeoutError:
+        import asyncio, sys, traceback
+
+        handle = worker._handle
+        loop = getattr(handle, "native", None)
+        if isinstance(loop, asyncio.AbstractEventLoop):
+            for task in asyncio.all_tasks(loop):
+                print("TASK", task.get_name(), file=sys.stderr)
+                task.print_stack(limit=8, file=sys.stderr)
+        else:
+            print("NATIVE", type(loop), file=sys.stderr)
+        raise
 
 
 def _proxied(url: str, port: int) -> str:
@@ -146,7 +159,15 @@ async def test_tasks_survive_connection_drops_and_worker_deaths(seed: int) -> No
     assert alive == [], f"workers lost: {alive} ({report})"
     states = [(o["state"], o["outputs"]) for o in outcomes]
     assert states == [("finished", {"i": 4})] * TASKS, report
-    assert Counted.violations == [], report
+    if Counted.violations:
+        pid = Counted.violations[0][0]
+        t0 = persister.trace[0][0]
+        trace = [
+            f"{t - t0:.4f} {thread} {state} {i}"
+            for t, thread, p, state, i in persister.trace
+            if p == pid
+        ]
+        raise AssertionError(f"{report}: {Counted.violations[:3]}\n" + "\n".join(trace))
 
 
 async def test_poison_steps_and_invalid_tasks_on_rabbitmq_take_no_worker_down() -> None:
