@@ -56,7 +56,8 @@ def _stop(worker: Worker) -> None:
     try:
         worker.stop(timeout=20)
     except TimeoutError:
-        import asyncio, sys, traceback
+        import asyncio
+        import sys
 
         handle = worker._handle
         loop = getattr(handle, "native", None)
