@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import math
 import threading
@@ -109,6 +110,15 @@ _names = itertools.count(1)
 _Submission = tuple[
     type[Process], Mapping[str, Any] | None, str, concurrent.futures.Future[Process]
 ]
+
+
+def _dead_lettered(broker: MemoryBroker, pid: str) -> str | None:
+    """Why the task of ``pid`` (in any queue) was dead-lettered, or ``None`` (it was not)."""
+    for letter in broker.dead_letters():
+        body = letter.body
+        if isinstance(body, Mapping) and body.get("pid") == pid:
+            return letter.reason
+    return None
 
 
 def _check_no_loop(worker: str, what: str, handle: LoopHandle | None) -> None:
@@ -378,6 +388,11 @@ class Worker:
                         persister=self._persister,
                         loader=self._loader,
                         holding=None if slots is None else slots.holding,
+                        dead_lettered=(
+                            functools.partial(_dead_lettered, broker)
+                            if isinstance(broker, MemoryBroker)
+                            else None
+                        ),
                     )
                     self._runner, self._control, self._launcher = runner, control, launcher
                     identifier = await comm.add_task_subscriber(

@@ -90,6 +90,9 @@ class ProcessLauncher:
             rejected.
         loader: resolves ``process_class``; the default allows what
             :class:`~corelib.ClassLoader` allows by default.
+        dead_lettered: tells whether the task of a pid was dead-lettered (its reason, or
+            ``None``); a WorkChain continued here waits for such a remote child no longer
+            (see :class:`RemoteProcess`). A worker on the memory broker passes one.
         holding: called as ``holding(process, True)`` when a task starts waiting for its
             process to end (the task is held, unacknowledged, meanwhile) and
             ``holding(process, False)`` when it stops; a worker counts its slots with it.
@@ -101,6 +104,7 @@ class ProcessLauncher:
         "_accepting",
         "_classes",
         "_control",
+        "_dead_lettered",
         "_holding",
         "_launched",
         "_loader",
@@ -114,9 +118,11 @@ class ProcessLauncher:
         persister: Persister | None = None,
         loader: ClassLoader | None = None,
         holding: Callable[[Process, bool], None] | None = None,
+        dead_lettered: Callable[[str], str | None] | None = None,
     ) -> None:
         self._control = control
         self._holding = holding
+        self._dead_lettered = dead_lettered
         self._persister = persister
         self._loader = ClassLoader() if loader is None else loader
         self._accepting = True
@@ -249,7 +255,12 @@ class ProcessLauncher:
         if remote:
             comm, persister = self._control.communicator, self._require_persister()
             process.attach_children(  # type: ignore[attr-defined]
-                {pid: RemoteProcess(comm, pid, persister=persister) for _key, pid in remote}
+                {
+                    pid: RemoteProcess(
+                        comm, pid, persister=persister, dead_lettered=self._dead_lettered
+                    )
+                    for _key, pid in remote
+                }
             )
         await continue_children(
             process, self._control.runner, self._require_persister(), loader=self._loader

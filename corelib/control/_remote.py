@@ -63,9 +63,14 @@ class RemoteProcess:
             for the end's broadcast (an end is announced only once its checkpoint is
             written, so none is missed). A WorkChain continued after its worker died
             waits on its remote children this way.
+        dead_lettered: with ``persister``, tells whether the task of a pid was
+            dead-lettered (the reason, or ``None``): then the process never runs, and it
+            ends as EXCEPTED with a ``DeadLetteredError`` (a worker on the memory broker
+            passes one; the dead letter itself went to whoever sent the task, perhaps a
+            worker that died since).
     """
 
-    __slots__ = ("_comm", "_launch", "_outcome", "_persister", "_pid")
+    __slots__ = ("_comm", "_dead_lettered", "_launch", "_outcome", "_persister", "_pid")
 
     def __init__(
         self,
@@ -74,11 +79,13 @@ class RemoteProcess:
         *,
         launch: Callable[[], Awaitable[Any]] | None = None,
         persister: Persister | None = None,
+        dead_lettered: Callable[[str], str | None] | None = None,
     ) -> None:
         self._comm = communicator
         self._pid = str(pid)
         self._launch = launch
         self._persister = persister
+        self._dead_lettered = dead_lettered
         self._outcome: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -159,6 +166,17 @@ class RemoteProcess:
             terminal = saved is not None and saved.state in TERMINAL_SUBJECT_STATES
             if terminal and saved is not None and not ended.is_set():
                 box.append(outcome_of_checkpoint(saved))
+                ended.set()
+                return
+            reason = None if self._dead_lettered is None else self._dead_lettered(self._pid)
+            if reason is not None and not ended.is_set():
+                box.append(
+                    {
+                        "pid": self._pid,
+                        "state": "excepted",
+                        "exception": f"DeadLetteredError: its task was dead-lettered: {reason}",
+                    }
+                )
                 ended.set()
                 return
             with anyio.move_on_after(delay):

@@ -549,3 +549,42 @@ def test_a_remote_child_whose_worker_dies_goes_on_elsewhere(
     _worker(broker, started, backend, persister, queue=CHILDREN)
     outcome = reply.result(2.0)  # it ends at once, or never
     assert outcome["state"] == "finished"
+
+
+def test_a_continued_parent_learns_that_its_remote_child_was_dead_lettered(
+    started: list[Worker | BlockingCommunicator], backend: Backend
+) -> None:
+    """The parent's worker dies while it waits for a child; then the child's task is
+    dead-lettered (its only consumer dies with it). The dead letter was answered to the
+    first worker, gone: the worker that continues the parent finds it in the broker's dead
+    letters, and the parent ends EXCEPTED (as the first worker would have made it) instead of
+    waiting for ever. (Found by the soak: 2 of 1,464 trials, max_redeliveries=2.)"""
+    broker = MemoryBroker(strict=True, max_redeliveries=1)
+    persister = _Saves()
+    first = _worker(broker, started, backend, persister)
+
+    def doomed_consumer() -> tuple[BlockingCommunicator, threading.Event]:
+        taken = threading.Event()
+
+        async def hold(_comm: Any, _task: Any) -> None:
+            taken.set()
+            await anyio.sleep_forever()
+
+        comm = _client(broker, started)
+        comm.add_task_subscriber(hold, queue=LATER)
+        return comm, taken
+
+    doomed, taken = doomed_consumer()
+    body = launch_body(ParentOfQueued, task="execute", persist=True)
+    reply = _client(broker, started).task_send_future(body)
+    assert taken.wait(BOUND)
+    assert persister.wait_state(body["pid"], "waiting", BOUND)
+    first.stop()  # the parent's task is redelivered (its first redelivery of 1 allowed)
+    _worker(broker, started, _other(backend), persister)  # continues the parent
+    doomed.close()  # the child's first consumer dies: requeued
+    doomed, taken = doomed_consumer()
+    assert taken.wait(BOUND)
+    doomed.close()  # and its second: dead-lettered
+    outcome = reply.result(BOUND)
+    assert outcome["state"] == "excepted"
+    assert "DeadLetteredError" in outcome["exception"]
