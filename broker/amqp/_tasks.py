@@ -379,17 +379,6 @@ class TaskQueues:
             # our loop is gone: give the task back and let the connection go
             await self._settle(message.nack(requeue=True))
 
-    def _stale(self, item: TaskItem) -> bool:
-        """Whether ``item``'s delivery is gone (see :attr:`TaskItem.stale`), also when its
-        channel closed before we heard of it."""
-        if item.stale:
-            return True
-        try:
-            item.message.channel  # noqa: B018 - raises once the channel is closed
-        except self.connection.errors.ChannelInvalidStateError:
-            return True
-        return False
-
     async def finish(self, item: TaskItem, data: bytes) -> None:
         """The subscriber's result is ``data``: reply (confirmed), then ack.
 
@@ -397,7 +386,7 @@ class TaskQueues:
         result (often an error the lost connection caused) must not be taken for its reply.
         """
         message = item.message
-        if self._stale(item):
+        if _stale(item, self.connection.errors.ChannelInvalidStateError):
             logger.info(
                 "amqp %r: the result of a task whose delivery was lost is dropped (the task "
                 "was requeued)",
@@ -535,3 +524,15 @@ class TaskQueues:
         finally:
             if not channel.is_closed:
                 await channel.close()
+
+
+def _stale(item: TaskItem, closed: type[Exception]) -> bool:
+    """Whether ``item``'s delivery is gone (see :attr:`TaskItem.stale`), also when its
+    channel closed before we heard of it (reading the channel raises ``closed``)."""
+    if item.stale:
+        return True
+    try:
+        item.message.channel  # noqa: B018 - raises once the channel is closed
+    except closed:
+        return True
+    return False
