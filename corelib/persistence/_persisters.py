@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Final, Self, final
 
@@ -168,6 +168,17 @@ class Persister(abc.ABC):
         For callers that must snapshot a checkpoint at one moment and write it later (the
         checkpointer of a runner): encoding is the snapshot.
         """
+
+    async def save_many(self, items: Sequence[tuple[str, str | None, bytes]]) -> None:
+        """Store several encoded checkpoints, ``(pid, tag, data)`` each, as a group commit:
+        persisters that can write them in one transaction or one append do (all or
+        nothing); this default saves them one by one, in order.
+
+        A runner's checkpointer writes everything queued since its last write this way, so
+        a thousand processes checkpointing at once cost a few commits, not a thousand.
+        """
+        for pid, tag, data in items:
+            await self.save_encoded(pid, tag, data)
 
     @abc.abstractmethod
     async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:

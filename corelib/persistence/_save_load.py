@@ -620,18 +620,31 @@ class Checkpointer(ProcessListener):
             await anyio.lowlevel.checkpoint()
 
     async def _save_all(self) -> None:
+        # A group commit: everything queued since the last write goes in one
+        # ``save_many`` (one transaction or append where the persister can), and
+        # whatever is queued meanwhile goes in the next.
         try:
             while self._queue:
-                pid = next(iter(self._queue))
-                data = self._queue.pop(pid)
+                batch = list(self._queue.items())
+                self._queue.clear()
                 try:
-                    await self.persister.save_encoded(pid, None, data)
-                    self.saved += 1
-                except Exception as exc:
-                    logger.error("saving checkpoint of process %s failed: %s", pid, exc)
-                    self.errors.append((pid, exc))
+                    await self.persister.save_many([(pid, None, data) for pid, data in batch])
+                    self.saved += len(batch)
+                except Exception:
+                    await self._save_each(batch)  # find the saves that fail; keep the rest
         finally:
             self._saving = False
             idle, self._idle = self._idle, None
             if idle is not None:
                 idle.set()
+
+    async def _save_each(self, batch: list[tuple[str, bytes]]) -> None:
+        for pid, data in batch:
+            if pid in self._queue:
+                continue  # a newer checkpoint of it is queued already
+            try:
+                await self.persister.save_encoded(pid, None, data)
+                self.saved += 1
+            except Exception as exc:
+                logger.error("saving checkpoint of process %s failed: %s", pid, exc)
+                self.errors.append((pid, exc))

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar, final
 
 import anyio
@@ -269,6 +269,31 @@ class SqlitePersister(Persister):
             await self._run_small(_UPSERT, row, write=True)
         else:
             await self._run(lambda connection: connection.execute(_UPSERT, row), write=True)
+
+    async def save_many(self, items: Sequence[tuple[str, str | None, bytes]]) -> None:
+        """Save ``(pid, tag, data)`` items in one transaction (a group commit: one commit,
+        one ``fsync`` when durable, for the lot); all or nothing."""
+        rows = []
+        for pid, tag, data in items:
+            _check_key(pid, tag)
+            rows.append((pid, _NO_TAG if tag is None else tag, data))
+        if not rows:
+            await anyio.lowlevel.checkpoint()
+            return
+        if len(rows) == 1:
+            await self._save(*items[0])
+            return
+
+        def operation(connection: sqlite3.Connection) -> None:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(_UPSERT, rows)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+        await self._run(operation, write=True)
 
     async def load_checkpoint(self, pid: str, tag: str | None = None) -> Checkpoint:
         _check_key(pid, tag)

@@ -95,6 +95,14 @@ class AnnouncingPersister(SqlitePersister):
 
     async def save_encoded(self, pid: str, tag: str | None, data: bytes) -> None:
         await super().save_encoded(pid, tag, data)
+        self._announce(pid, data)
+
+    async def save_many(self, items: Any) -> None:
+        await super().save_many(items)  # a group commit: announced once it is written
+        for pid, _tag, data in items:
+            self._announce(pid, data)
+
+    def _announce(self, pid: str, data: bytes) -> None:
         checkpoint = self.codec.decode(data)
         say(f"saved {pid} {checkpoint.state} {'paused' if checkpoint.paused else 'playing'}")
 

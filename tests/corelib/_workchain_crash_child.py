@@ -31,6 +31,16 @@ def announcing(base: type[Any]) -> type[Any]:
             self.count[0] += 1
             print(f"saved {self.count[0]}", flush=True)
 
+        async def save_many(self, items: Any) -> None:
+            # a group commit (the runner's checkpointer writes this way): one line per
+            # checkpoint in it, once it is written
+            await super().save_many(items)
+            if not isinstance(self, SqlitePersister):
+                return  # the default save_many: one save_encoded each, announced there
+            for _ in items:
+                self.count[0] += 1
+                print(f"saved {self.count[0]}", flush=True)
+
     return Announcing
 
 
