@@ -572,9 +572,15 @@ class Checkpointer(ProcessListener):
             logger.error("can't checkpoint process %s: %s", process.pid, exc)
             self.errors.append((process.pid, exc))
             return
-        # only the newest checkpoint of a process waiting to be written matters
-        self._queue.pop(process.pid, None)
-        self._queue[process.pid] = data
+        # Only the newest checkpoint of a process waiting to be written matters. Its place:
+        # a checkpoint that waits for children goes last, after theirs (each child's first
+        # checkpoint was taken when the parent's step launched it); any other keeps the place
+        # of the one it replaces, so a child never moves behind a parent waiting for it. So a
+        # parent's waiting checkpoint is never written before its children's first ones.
+        queue, pid = self._queue, process.pid
+        if pid in queue and getattr(process, "awaiting", None):
+            del queue[pid]
+        queue[pid] = data
         if not self._saving:
             self._saving = True
             self._spawn(self._save_all, name="checkpoints")
