@@ -104,6 +104,7 @@ from .persistence import NotCheckpointableError as NotCheckpointableError
 from .persistence import PersistedCheckpoint as PersistedCheckpoint
 from .persistence import Persister as Persister
 from .persistence import PersisterClosedError as PersisterClosedError
+from .persistence import PostgresPersister as PostgresPersister
 from .persistence import SqlitePersister as SqlitePersister
 from .persistence import UnknownClassError as UnknownClassError
 from .persistence import checkpoint_of as checkpoint_of

@@ -30,6 +30,7 @@ from ._loader import class_identifier as class_identifier
 from ._persisters import InMemoryPersister as InMemoryPersister
 from ._persisters import PersistedCheckpoint as PersistedCheckpoint
 from ._persisters import Persister as Persister
+from ._postgres import PostgresPersister as PostgresPersister
 from ._save_load import Checkpointer as Checkpointer
 from ._save_load import CheckpointPolicy as CheckpointPolicy
 from ._save_load import ChildrenNotFoundError as ChildrenNotFoundError
@@ -62,5 +63,6 @@ __all__ = [
     "InMemoryPersister",
     "PersistedCheckpoint",
     "Persister",
+    "PostgresPersister",
     "SqlitePersister",
 ]

@@ -1,15 +1,22 @@
 """The persister conformance suite: every test runs against every persister, on asyncio and trio.
 
-Persister-specific tests (file names, SQLite sharing) follow the shared ones.
+Persister-specific tests (file names, SQLite sharing) follow the shared ones. The PostgreSQL
+persister runs against the server at ``$PLUMIO_POSTGRES_DSN`` (default: the one
+``.ci/postgres.sh`` starts), each test in a table of its own, dropped afterwards; its tests
+skip, saying what is missing (psycopg or a server), when it can't be used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sqlite3
+import sys
+import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,7 @@ from corelib.persistence._checkpoint import (
 )
 from corelib.persistence._file import FilePersister
 from corelib.persistence._persisters import InMemoryPersister, PersistedCheckpoint, Persister
+from corelib.persistence._postgres import PostgresPersister, postgres_problem
 from corelib.persistence._sqlite import SqlitePersister
 
 from ._checkpoint_helpers import (
@@ -37,7 +45,41 @@ from ._checkpoint_helpers import (
     user_codec,
 )
 
-KINDS = ["memory", "file", "sqlite"]
+KINDS = ["memory", "file", "sqlite", "postgres"]
+
+POSTGRES_DSN = os.environ.get(
+    "PLUMIO_POSTGRES_DSN", "postgresql://plumio:plumio@127.0.0.1:5432/plumio"
+)
+
+
+@functools.cache
+def postgres_skip_reason() -> str | None:
+    """Why the PostgreSQL tests skip (psycopg or a server missing), or ``None``; asked once."""
+    problem = postgres_problem(POSTGRES_DSN)
+    if problem is not None and problem.startswith("no PostgreSQL server"):
+        problem += " (start one with .ci/postgres.sh, or set PLUMIO_POSTGRES_DSN)"
+    return problem
+
+
+def postgres_persister(**options: Any) -> PostgresPersister:
+    """A PostgresPersister on a new table of its own, or a skip saying what is missing."""
+    reason = postgres_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    options.setdefault("table", f"plumio_test_{uuid.uuid4().hex}")
+    return PostgresPersister(POSTGRES_DSN, **options)
+
+
+def drop_table(persister: PostgresPersister) -> None:
+    import psycopg
+    import psycopg.sql
+
+    with psycopg.connect(persister.dsn, autocommit=True) as connection:
+        connection.execute(
+            psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(
+                psycopg.sql.Identifier(persister.table)
+            )
+        )
 
 
 def make_persister(kind: str, tmp_path: Path) -> Persister:
@@ -46,13 +88,20 @@ def make_persister(kind: str, tmp_path: Path) -> Persister:
         return InMemoryPersister(codec=codec)
     if kind == "file":
         return FilePersister(tmp_path / "checkpoints", codec=codec)
+    if kind == "postgres":
+        return postgres_persister(codec=codec)
     return SqlitePersister(tmp_path / "checkpoints.sqlite", codec=codec)
 
 
 @pytest.fixture(params=KINDS)
 async def persister(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Persister]:
-    async with make_persister(request.param, tmp_path) as persister:
-        yield persister
+    made = make_persister(request.param, tmp_path)
+    try:
+        async with made as persister:
+            yield persister
+    finally:
+        if isinstance(made, PostgresPersister):
+            await anyio.to_thread.run_sync(drop_table, made)
 
 
 def overwrite_stored(persister: Persister, pid: str, tag: str | None, data: bytes) -> None:
@@ -61,6 +110,18 @@ def overwrite_stored(persister: Persister, pid: str, tag: str | None, data: byte
         persister._checkpoints[pid][tag] = data
     elif isinstance(persister, FilePersister):
         persister.path_for(pid, tag).write_bytes(data)
+    elif isinstance(persister, PostgresPersister):
+        import psycopg
+        import psycopg.sql
+
+        with psycopg.connect(persister.dsn, autocommit=True) as pg_connection:
+            pg_cursor = pg_connection.execute(
+                psycopg.sql.SQL("UPDATE {} SET data = %s WHERE pid = %s AND tag = %s").format(
+                    psycopg.sql.Identifier(persister.table)
+                ),
+                (data, pid.encode(), b"" if tag is None else tag.encode()),
+            )
+            assert pg_cursor.rowcount == 1
     else:
         assert isinstance(persister, SqlitePersister)
         with sqlite3.connect(persister.path) as connection:
@@ -490,3 +551,119 @@ async def test_sqlite_uses_wal(tmp_path: Path) -> None:
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     connection.close()
+
+
+# --- postgres persister specifics ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def postgres() -> AsyncIterator[PostgresPersister]:
+    made = postgres_persister()
+    try:
+        async with made as persister:
+            yield persister
+    finally:
+        await anyio.to_thread.run_sync(drop_table, made)
+
+
+def test_postgres_skip_reason_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = "pip install 'plumio[postgres]'"
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "psycopg", None)  # as if not installed: import fails
+        assert postgres_problem(POSTGRES_DSN) == f"psycopg 3 is not installed: {extra}"
+        with pytest.raises(
+            ImportError, match=re.escape(f"needs psycopg 3 (the postgres extra): {extra}")
+        ):
+            PostgresPersister(POSTGRES_DSN)
+    if postgres_skip_reason() == f"psycopg 3 is not installed: {extra}":
+        pytest.skip("psycopg 3 is not installed, so a missing server can't be told apart")
+    # port 1 on loopback: nothing listens there; the password is not shown
+    problem = postgres_problem("postgresql://u:secret@127.0.0.1:1/db")
+    assert problem is not None
+    assert problem.startswith("no PostgreSQL server answers at ")
+    assert "127.0.0.1" in problem
+    assert "secret" not in problem
+
+
+async def test_postgres_two_threads_share_one_persister(postgres: PostgresPersister) -> None:
+    # Workers on two threads, each with its own event loop (asyncio and trio), save and load
+    # through the same persister at once; each loop group-commits its own saves.
+    errors: list[BaseException] = []
+
+    async def worker(name: str) -> None:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                for i in range(25):
+                    tg.start_soon(save_and_load, f"{name}-{i}")
+
+    async def save_and_load(pid: str) -> None:
+        for round_ in range(4):
+            await postgres.save_checkpoint(checkpoint(pid, state_data={"r": round_}))
+            assert (await postgres.load_checkpoint(pid)).state_data == {"r": round_}
+
+    def run(name: str, backend: str) -> None:
+        try:
+            anyio.run(worker, name, backend=backend)
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(name, name)) for name in ["asyncio", "trio"]]
+    with anyio.fail_after(30):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            await anyio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
+    assert errors == []
+    stored = await postgres.get_checkpoints()
+    assert stored == sorted(
+        (key(f"{name}-{i}") for name in ["asyncio", "trio"] for i in range(25)),
+        key=lambda k: k.pid,
+    )
+
+
+async def test_postgres_concurrent_saves_are_all_stored(postgres: PostgresPersister) -> None:
+    # Many saves at once are written in a few batches; every one is stored, and saves to
+    # the same key keep the order they were called in.
+    async def save(i: int) -> None:
+        await postgres.save_checkpoint(checkpoint(f"p{i % 50}", state_data={"i": i}), "t")
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(save, i)
+        assert len(await postgres.get_checkpoints()) == 50
+        await postgres.save_many(
+            [(f"m{i}", None, postgres.codec.encode(checkpoint(f"m{i}"))) for i in range(3)]
+        )
+        assert await postgres.get_process_checkpoints("m2") == [key("m2")]
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_postgres_durable_flag_and_sharing(durable: bool) -> None:
+    one = postgres_persister(durable=durable)
+    try:
+        async with one, PostgresPersister(POSTGRES_DSN, table=one.table) as two:
+            await one.save_checkpoint(checkpoint("p1"))
+            await two.save_checkpoint(checkpoint("p2"), "t")
+            assert (
+                await one.get_checkpoints()
+                == await two.get_checkpoints()
+                == [
+                    key("p1"),
+                    key("p2", "t"),
+                ]
+            )
+            await two.delete_checkpoint("p1")
+            with pytest.raises(CheckpointNotFoundError):
+                await one.load_checkpoint("p1")
+        # the table outlives the persisters
+        async with PostgresPersister(POSTGRES_DSN, table=one.table) as three:
+            assert await three.get_checkpoints() == [key("p2", "t")]
+    finally:
+        await anyio.to_thread.run_sync(drop_table, one)
+
+
+def test_postgres_connections_must_be_positive() -> None:
+    # checked before psycopg is imported: this runs without it too
+    with pytest.raises(ValueError, match=r"^connections must be >= 1, got 0$"):
+        PostgresPersister(POSTGRES_DSN, connections=0)
