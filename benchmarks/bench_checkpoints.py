@@ -15,8 +15,9 @@ What "checkpointed" means on each side (the durability of each figure):
   transactions, and one superseded before it was written is not written at all. A process
   killed then resumes from the last one written (at-least-once steps), and its end is
   announced only once written. ``memory``: a private deep copy; ``sqlite``: WAL,
-  ``synchronous=NORMAL`` (survives a crash of the process, not a power loss); ``journal``
-  (when available): appended, no fsync.
+  ``synchronous=NORMAL`` (survives a crash of the process, not a power loss); ``journal``:
+  appended, no fsync; ``postgres`` (when ``PLUMIO_POSTGRES_DSN`` answers): committed
+  (``durable=True``: survives a power loss of the server).
 * plumpy: every checkpoint is saved synchronously, in the step: ``InMemoryPersister`` keeps a
   deep-copied ``Bundle``; ``PicklePersister`` pickles it to a file (truncate and write, not
   atomic, no fsync).
@@ -42,6 +43,7 @@ from corelib import CheckpointPolicy, InMemoryPersister, Persister, Runner, Sqli
 from .bench_workchain import STEPS, TenSteps
 
 GOAL = 10.0  # x plumpy
+POSTGRES_GOAL = 5000  # transitions checkpointed per second (PLUMIO_POSTGRES_DSN; skipped without)
 
 
 def _persister(kind: str, folder: str) -> Persister | None:
@@ -49,6 +51,13 @@ def _persister(kind: str, folder: str) -> Persister | None:
         return InMemoryPersister()
     if kind == "sqlite":
         return SqlitePersister(os.path.join(folder, f"bench-{time.monotonic_ns()}.sqlite"))
+    if kind == "postgres":
+        from corelib.persistence._postgres import PostgresPersister, postgres_problem
+
+        dsn = os.environ.get("PLUMIO_POSTGRES_DSN", "")
+        if not dsn or postgres_problem(dsn) is not None:
+            return None
+        return PostgresPersister(dsn, table=f"bench_{time.monotonic_ns()}")
     if kind == "journal":
         try:
             journal: Any = importlib.import_module("corelib").JournalPersister
@@ -135,7 +144,7 @@ def main() -> None:
     parser.add_argument("--workchains", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    kinds = {"memory": "memory", "sqlite": "pickle", "journal": "pickle"}
+    kinds = {"memory": "memory", "sqlite": "pickle", "journal": "pickle", "postgres": "pickle"}
     rows: dict[str, dict[str, list[float]]] = {
         k: {"asyncio": [], "trio": [], "plumpy": []} for k in kinds
     }
@@ -171,6 +180,15 @@ def main() -> None:
         if ratio is not None:
             goals.append((kind, ratio))
     for kind, ratio in goals:
+        if kind == "postgres":
+            rate = min(
+                statistics.median(rows[kind]["asyncio"]), statistics.median(rows[kind]["trio"])
+            )
+            verdict = "PASS" if rate >= POSTGRES_GOAL else "FAIL"
+            print(
+                f"goal checkpoint-throughput-postgres: {verdict} {rate:,.0f}/s ({POSTGRES_GOAL:,}/s)"
+            )
+            continue
         verdict = "PASS" if ratio >= GOAL else "FAIL"
         print(f"goal checkpoint-throughput-{kind}: {verdict} {ratio:.1f}x ({GOAL:.0f}x plumpy)")
 
