@@ -100,6 +100,8 @@ from .persistence import CorruptCheckpointError as CorruptCheckpointError
 from .persistence import FilePersister as FilePersister
 from .persistence import ForbiddenClassError as ForbiddenClassError
 from .persistence import InMemoryPersister as InMemoryPersister
+from .persistence import JournalPersister as JournalPersister
+from .persistence import JournalRecovery as JournalRecovery
 from .persistence import NotCheckpointableError as NotCheckpointableError
 from .persistence import PersistedCheckpoint as PersistedCheckpoint
 from .persistence import Persister as Persister

@@ -25,6 +25,8 @@ from ._checkpoint import PersisterClosedError as PersisterClosedError
 from ._checkpoint import UnknownClassError as UnknownClassError
 from ._codec import CheckpointCodec as CheckpointCodec
 from ._file import FilePersister as FilePersister
+from ._journal import JournalPersister as JournalPersister
+from ._journal import JournalRecovery as JournalRecovery
 from ._loader import ClassLoader as ClassLoader
 from ._loader import class_identifier as class_identifier
 from ._persisters import InMemoryPersister as InMemoryPersister
@@ -61,6 +63,8 @@ __all__ = [
     "load_process",
     "FilePersister",
     "InMemoryPersister",
+    "JournalPersister",
+    "JournalRecovery",
     "PersistedCheckpoint",
     "Persister",
     "PostgresPersister",

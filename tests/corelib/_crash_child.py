@@ -15,6 +15,7 @@ import anyio
 
 from corelib.persistence._checkpoint import Checkpoint
 from corelib.persistence._file import FilePersister
+from corelib.persistence._journal import JournalPersister
 from corelib.persistence._persisters import Persister
 from corelib.persistence._sqlite import SqlitePersister
 
@@ -48,6 +49,8 @@ def make_checkpoint(i: int) -> Checkpoint:
 def open_persister(kind: str, path: str, durable: bool) -> Persister:
     if kind == "file":
         return FilePersister(path, durable=durable)
+    if kind == "journal":
+        return JournalPersister(path, durable=durable)
     return SqlitePersister(path, durable=durable)
 
 

@@ -121,15 +121,15 @@ async def check_storage(kind: str, path: Path, durable: bool, printed: list[int]
 
 
 @pytest.mark.parametrize("trial", range(TRIALS))
-@pytest.mark.parametrize("kind", ["file", "sqlite"])
+@pytest.mark.parametrize("kind", ["file", "sqlite", "journal"])
 def test_killed_saver_leaves_every_checkpoint_loadable(
     kind: str, trial: int, tmp_path: Path
 ) -> None:
-    seed = SEED + trial + (0 if kind == "file" else TRIALS)
+    seed = SEED + trial + TRIALS * ["file", "sqlite", "journal"].index(kind)
     print(f"PLUMIO_CRASH_SEED={SEED} (trial seed {seed})")
     rng = random.Random(seed)
     durable = trial % 2 == 0
-    path = tmp_path / ("checkpoints" if kind == "file" else "checkpoints.sqlite")
+    path = tmp_path / {"file": "checkpoints", "sqlite": "checkpoints.sqlite"}.get(kind, "journal")
     printed = run_and_kill(kind, path, durable, rng)
     anyio.run(check_storage, kind, path, durable, printed)
 

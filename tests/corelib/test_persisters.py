@@ -34,6 +34,7 @@ from corelib.persistence._checkpoint import (
     PersisterClosedError,
 )
 from corelib.persistence._file import FilePersister
+from corelib.persistence._journal import _PUT, JournalPersister, _ticket
 from corelib.persistence._persisters import InMemoryPersister, PersistedCheckpoint, Persister
 from corelib.persistence._postgres import PostgresPersister, postgres_problem
 from corelib.persistence._sqlite import SqlitePersister
@@ -45,7 +46,7 @@ from ._checkpoint_helpers import (
     user_codec,
 )
 
-KINDS = ["memory", "file", "sqlite", "postgres"]
+KINDS = ["memory", "file", "sqlite", "postgres", "journal"]
 
 POSTGRES_DSN = os.environ.get(
     "PLUMIO_POSTGRES_DSN", "postgresql://plumio:plumio@127.0.0.1:5432/plumio"
@@ -90,6 +91,8 @@ def make_persister(kind: str, tmp_path: Path) -> Persister:
         return FilePersister(tmp_path / "checkpoints", codec=codec)
     if kind == "postgres":
         return postgres_persister(codec=codec)
+    if kind == "journal":
+        return JournalPersister(tmp_path / "checkpoints.journal", codec=codec)
     return SqlitePersister(tmp_path / "checkpoints.sqlite", codec=codec)
 
 
@@ -110,6 +113,8 @@ def overwrite_stored(persister: Persister, pid: str, tag: str | None, data: byte
         persister._checkpoints[pid][tag] = data
     elif isinstance(persister, FilePersister):
         persister.path_for(pid, tag).write_bytes(data)
+    elif isinstance(persister, JournalPersister):
+        persister._commit_blocking(_ticket([(_PUT, pid, tag, data)]))  # appended: it wins
     elif isinstance(persister, PostgresPersister):
         import psycopg
         import psycopg.sql
@@ -430,7 +435,7 @@ def test_repr(kind: str, tmp_path: Path) -> None:
 # --- storage outlives the persister (file and sqlite) -------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["file", "sqlite"])
+@pytest.mark.parametrize("kind", ["file", "sqlite", "journal"])
 async def test_checkpoints_survive_reopening(kind: str, tmp_path: Path) -> None:
     original = rich_checkpoint("p1")
     async with make_persister(kind, tmp_path) as first:
