@@ -176,18 +176,17 @@ class ProcessLauncher:
         # its RPC queue goes with it). Try the whole task again, with back-off, for up to
         # PID_RELEASE_WAIT seconds: reloading the checkpoint each time, since the other
         # worker may have moved the process on (or ended it) meanwhile.
+        # (The deadline bounds the waiting for the pid only, never the task's own run.)
         delay = 0.01
-        with anyio.move_on_after(PID_RELEASE_WAIT):
-            while True:
-                try:
-                    return await self._dispatch(task)
-                except _PidTaken:
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 0.5)
-        try:
-            return await self._dispatch(task)  # the last try
-        except _PidTaken as taken:
-            raise taken.error from None
+        deadline = anyio.current_time() + PID_RELEASE_WAIT
+        while True:
+            try:
+                return await self._dispatch(task)
+            except _PidTaken as taken:
+                if anyio.current_time() >= deadline:
+                    raise taken.error from None
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def _dispatch(self, task: Any) -> Any:
         if not isinstance(task, Mapping):

@@ -296,3 +296,21 @@ def test_parents_waiting_on_children_never_starve_them_of_slots(
         outcomes = [r.result(BOUND) for r in replies]
         assert [o["outputs"] for o in outcomes] == [{"total": 2}] * parents
         assert worker.statistics().processes == 0
+
+
+def test_a_task_that_runs_longer_than_the_pid_release_wait_is_not_cut_short(
+    broker: MemoryBroker,
+    clients: list[BlockingCommunicator],
+    backend: Backend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PID_RELEASE_WAIT bounds the wait for a pid another worker still holds, never the
+    task's own run (it once wrapped the whole task: a run longer than it was given up and
+    answered DuplicateSubscriberError)."""
+    from corelib.control import _launcher
+
+    monkeypatch.setattr(_launcher, "PID_RELEASE_WAIT", 0.01)
+    with Worker(broker, backend=backend, loader=LOADER):
+        ctl = controller(broker, clients)
+        outcome = ctl.launch_future(Counted, {"n": 3}).result(BOUND)
+        assert outcome["state"] == "finished"
